@@ -1,0 +1,49 @@
+"""Connect to Ray: an address, the cluster a `ray job submit` entrypoint runs in, or an embedded local one."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from trainer.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+
+def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
+    """Start or join Ray once per process; returns the cluster's total resources."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    kwargs = {"log_to_driver": True, "logging_level": logging.WARNING if quiet else logging.INFO}
+    env_address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address or env_address:
+            ray.init(address=address or env_address, **kwargs)
+        else:
+            # "local" never joins a cluster that some other `ray start` left on this machine.
+            # One extra logical CPU holds the sweep's trial drivers, which only wait on their workers.
+            ray.init(address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **kwargs)
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"cannot reach Ray at {address or env_address}: {exc}",
+            field="--address",
+            fix="start the cluster (`ray start --head`) or pass the right address; omit --address for a local run",
+        ) from None
+    except Exception as exc:  # Ray raises plain RuntimeError/PermissionError for auth problems
+        text = str(exc)
+        if "auth" in text.lower() or "token" in text.lower():
+            raise ClusterError(
+                f"Ray refused the connection: {text.splitlines()[0]}",
+                field="--address",
+                fix="export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's ~/.ray/auth_token>",
+            ) from None
+        raise
+    return ray.cluster_resources()
+
+
+def free_resources() -> dict:
+    import ray
+
+    return ray.available_resources()

@@ -1,0 +1,66 @@
+"""`zerotune` command line: one module per command group, one place for errors.
+
+Each command module exposes `add_parser(subparsers)`; its handlers are thin and
+call a library function. `main` is the only place that turns a `ZerotuneError`
+into a message and an exit code; unknown errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.errors import ConfigError, ZerotuneError
+
+# Import paths, not modules: a command's heavy imports happen only when it runs.
+_COMMAND_MODULES = (
+    "sweeps.cli.train",
+    "sweeps.cli.sweep",
+    "sweeps.cli.report",
+    "sweeps.cli.jobs",
+    "sweeps.cli.cluster",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="zerotune",
+        description="Fine-tuning sweeps of Hugging Face models scored by k-fold cross-validation "
+        "(Ray Tune + Optuna + Ray Train + DeepSpeed ZeRO).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def format_error(exc: ZerotuneError) -> str:
+    if isinstance(exc, ConfigError):
+        return "\n".join(
+            f"error: {field}: {message}" + (f"\n  fix: {fix}" if fix else "")
+            for field, message, fix in exc.problems
+        )
+    head = f"error: {exc.field}: {exc.message}" if exc.field else f"error: {exc.message}"
+    return head + (f"\n  fix: {exc.fix}" if exc.fix else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except ZerotuneError as exc:
+        print(format_error(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept at the storage path", file=sys.stderr)
+        return 130
+    return int(result or 0)

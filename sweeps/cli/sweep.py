@@ -1,0 +1,78 @@
+"""`zerotune sweep run|validate|status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    from sweeps.config import config_help
+
+    p = subparsers.add_parser("sweep", help="hyperparameter sweeps scored by k-fold cross-validation")
+    sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run (or resume) a sweep", epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a sweep; running it again with the same name resumes it (finished trials are kept).",
+    )
+    run.add_argument("config", help="sweep YAML file")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.num_trials=4")
+    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")
+    run.add_argument("--name", help="sweep name (default: the config's name)")
+    run.add_argument("--storage", help="storage path or URI (default: the config's storage.path)")
+    run.add_argument("--format", choices=["table", "json"], default="table")
+    run.set_defaults(func=_run)
+
+    val = sub.add_parser("validate", help="all pre-flight checks, no cluster", epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    val.add_argument("config")
+    val.add_argument("overrides", nargs="*")
+    val.add_argument("--address", help="also check worker counts against this running cluster")
+    val.add_argument("--format", choices=["table", "json"], default="table")
+    val.set_defaults(func=_validate)
+
+    st = sub.add_parser("status", help="trials of a sweep, read from its storage")
+    st.add_argument("sweep", help="sweep directory or URI, or a name under --storage")
+    st.add_argument("--storage", default="./results", help="storage path the name is under")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.set_defaults(func=_status)
+
+
+def _load(args):
+    from sweeps.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "name", None):
+        overrides.append(f"name={args.name}")
+    if getattr(args, "storage", None):
+        overrides.append(f"storage.path={args.storage}")
+    return load_config(args.config, overrides)
+
+
+def _run(args) -> int:
+    from sweeps.render import sweep_table
+    from sweeps.run import run_sweep
+
+    summary = run_sweep(_load(args), address=args.address)
+    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else sweep_table(summary))
+    return 0 if summary["best"] else 1
+
+
+def _validate(args) -> int:
+    from sweeps.validate import validate
+
+    report = validate(_load(args), address=args.address)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(f"ok: {line}" for line in report["checks"]))
+    return 0
+
+
+def _status(args) -> int:
+    from sweeps.render import sweep_table
+    from sweeps.status import sweep_status
+
+    summary = sweep_status(args.sweep, storage=args.storage)
+    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else sweep_table(summary))
+    return 0

@@ -1,0 +1,53 @@
+"""`zerotune train`: one fit on a train/validation split, with export and a metrics JSON."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from trainer.errors import TrainingError
+from trainer.storage import join, read_json, write_json
+
+from sweeps.config import SweepConfig
+from sweeps.folds import train_val_split
+from sweeps.prepare import encode, fit_spec, load_examples
+from sweeps.preflight import check_fit
+
+log = logging.getLogger(__name__)
+
+
+def run_fit(cfg: SweepConfig, *, address: str | None = None, export: bool = True) -> dict:
+    """Split, tokenize, train on a Ray Train worker group, evaluate, export; returns the summary."""
+    from cluster.local import connect
+    from trainer.launch import build_trainer
+
+    started = time.time()
+    examples = load_examples(cfg, min_per_class=2)
+    train_rows, val_rows = train_val_split(examples, fraction=cfg.split.validation_fraction, task=cfg.task, seed=cfg.seed)
+    encoded = encode(cfg, examples)
+    resources = connect(address=address)
+    check_fit(cfg, resources=resources, n_train=len(train_rows))
+    run_uri = join(cfg.storage.path, cfg.name, "train")
+    spec = fit_spec(cfg, records_uri=join(run_uri, "records"), export_uri=join(run_uri, "model") if export else None)
+    trainer = build_trainer(
+        spec=spec, encoded=encoded, folds=[(train_rows, val_rows)], scaling=cfg.scaling,
+        name="train", storage_path=join(cfg.storage.path, cfg.name),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise TrainingError(f"training failed: {result.error}", fix="see the worker log above; lower the learning rate if the loss diverged")
+    record = read_json(join(run_uri, "records", "fold-0.json"))
+    if record.get("diverged"):
+        raise TrainingError(f"loss became non-finite at {record['diverged']}", fix="lower train.learning_rate or raise train.warmup_ratio")
+    summary = {
+        "name": cfg.name, "task": cfg.task, "model": cfg.model.path,
+        "n_train": len(train_rows), "n_val": len(val_rows),
+        "metrics": record["metrics"], "history": record["history"],
+        "trainable_params": record["trainable_params"], "total_params": record["total_params"],
+        "config": cfg.model_dump(mode="json"), "wall_s": round(time.time() - started, 1),
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "model_dir": spec.export_uri,
+    }
+    write_json(join(run_uri, "metrics.json"), summary)
+    summary["metrics_path"] = join(run_uri, "metrics.json")
+    return summary

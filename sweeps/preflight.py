@@ -1,0 +1,47 @@
+"""Checks against the cluster, made before any worker is started."""
+
+from __future__ import annotations
+
+import math
+
+from trainer.errors import ConfigError
+
+from sweeps.config import SweepConfig
+
+
+def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None:
+    """Workers fit the cluster (when `resources` is known) and the data fits their batches; all problems at once."""
+    problems = []
+    if resources is not None:
+        problems += _resource_problems(cfg, resources)
+    batches = list(cfg.search.space.batch_size or []) + [cfg.train.batch_size]
+    per_rank = n_train // cfg.scaling.num_workers
+    too_big = [b for b in batches if b > per_rank]
+    if too_big and per_rank >= 1:
+        problems.append(("train.batch_size" if cfg.train.batch_size in too_big else "search.space.batch_size", f"batch size {max(too_big)} exceeds the {per_rank} training rows each of {cfg.scaling.num_workers} workers gets", f"use batch sizes <= {per_rank}"))
+    elif per_rank < 1:
+        problems.append(("scaling.num_workers", f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers", "use fewer workers or more data"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _resource_problems(cfg: SweepConfig, resources: dict) -> list:
+    problems = []
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    need_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    if need_cpu > cpus:
+        problems.append(("scaling.num_workers", f"{cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the cluster has {cpus:g}", f"use scaling.num_workers <= {int(cpus // cfg.scaling.cpus_per_worker)} or add nodes"))
+    if cfg.scaling.use_gpu and cfg.scaling.num_workers > gpus:
+        problems.append(("scaling.use_gpu", f"{cfg.scaling.num_workers} GPU workers but the cluster has {gpus:g} GPUs", "lower scaling.num_workers, add GPU nodes, or set use_gpu: false"))
+    return problems
+
+
+def max_concurrent(cfg: SweepConfig, resources: dict) -> int:
+    """Trials that fit at once: each holds one worker group."""
+    if cfg.search.max_concurrent_trials:
+        return cfg.search.max_concurrent_trials
+    by_cpu = int(resources.get("CPU", 0)) // (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
+    fits = by_cpu
+    if cfg.scaling.use_gpu:
+        fits = min(fits, resources.get("GPU", 0) / cfg.scaling.num_workers)
+    return max(1, min(cfg.search.num_trials, math.floor(fits)))

@@ -1,0 +1,54 @@
+"""Plain-text tables for people (JSON is the other output)."""
+
+from __future__ import annotations
+
+import math
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def fit_table(summary: dict) -> str:
+    m = summary["metrics"]
+    keys = [k for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "mse", "mae", "r2", "eval_loss", "perplexity") if k in m]
+    out = [f"fit {summary['name']} ({summary['task']}, {summary['n_train']} train / {summary['n_val']} validation rows, {summary['wall_s']} s)"]
+    out.append(table([{"epoch": h["epoch"], **h} for h in summary["history"]], ["epoch", "train_loss", *keys]))
+    out.append(f"metrics: {summary['metrics_path']}")
+    if summary.get("model_dir"):
+        out.append(f"model:   {summary['model_dir']}")
+    return "\n".join(out)
+
+
+def sweep_table(summary: dict) -> str:
+    metric = summary["metric"]
+    rows = []
+    for t in sorted(summary["trials"], key=lambda t: t["trial_id"]):
+        params = {k: (f"{v:.2e}" if k == "learning_rate" else (round(v, 3) if isinstance(v, float) else v)) for k, v in t["params"].items()}
+        rows.append({"trial": t["trial_id"], "state": t["state"], "folds": t["folds_done"], f"mean {metric}": t["mean"], "std": t["std"], "params": " ".join(f"{k}={v}" for k, v in sorted(params.items())), "time_s": t["duration_s"]})
+    out = [f"sweep {summary['name']}: {summary['states']['completed']} completed, {summary['states']['pruned']} pruned, "
+           f"{summary['states']['failed']} failed ({summary['fold_fits']} fold fits)"]
+    out.append(table(rows, ["trial", "state", "folds", f"mean {metric}", "std", "time_s", "params"]))
+    best = summary.get("best")
+    if best:
+        folds = ", ".join(_fmt(s) for s in best["fold_scores"])
+        out += ["", f"best trial {best['trial_id']}: {metric} {best['mean']:.4f} +/- {best['std']:.4f} over {len(best['fold_scores'])} folds [{folds}]",
+                "  config: " + " ".join(f"{k}={v}" for k, v in sorted(best["params"].items()))]
+    else:
+        out += ["", "no trial completed all folds"]
+    base = summary.get("baseline")
+    if base and metric in base:
+        out.append(f"  baseline ({base['name']}, same folds): {metric} {base[metric]:.4f}")
+    if summary.get("wall_s") is not None:
+        out.append(f"  wall {summary['wall_s']:.0f} s; training+evaluation {summary['train_eval_s']:.0f} s; orchestration share {summary['orchestration_share']:.0%}")
+    out.append(f"results: {summary['storage']}  (zerotune sweep status {summary['storage']})")
+    return "\n".join(out)

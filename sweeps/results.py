@@ -1,0 +1,105 @@
+"""A sweep's results, read from its storage (and the ResultGrid when the sweep just ran)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainer.storage import exists, join, list_dir, read_json
+
+from sweeps.config import SweepConfig
+
+
+def _fold_records(trial_uri: str) -> list[dict]:
+    names = [n for n in list_dir(join(trial_uri, "records")) if n.startswith("fold-") and n.endswith(".json")]
+    return sorted((read_json(join(trial_uri, "records", n)) for n in names), key=lambda r: r["fold"])
+
+
+def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, use_gpu: bool, workers: int) -> dict:
+    """One trial: params, per-fold scores, mean/std, state and cost."""
+    from sweeps.trial import classify
+
+    trial_uri = join(uri, "trials", trial_id)
+    params = read_json(join(trial_uri, "params.json")) if exists(join(trial_uri, "params.json")) else {"params": {}}
+    folds = _fold_records(trial_uri)
+    scores = [f["metrics"].get(metric, math.nan) for f in folds]
+    last = (result.metrics or {}) if result is not None else {}
+    error = result.error if result is not None else None
+    if error is not None:
+        state, reason = "failed", classify(error)
+    elif any(f.get("diverged") for f in folds):
+        state, reason = "failed", "diverged"
+    elif len(folds) >= k:
+        state, reason = "completed", None
+    elif result is not None and last:
+        state, reason = "pruned", f"stopped after {len(folds)} of {k} folds"
+    else:
+        state, reason = "unfinished", None
+    duration = float(last.get("time_total_s") or 0.0)
+    if not duration and folds:
+        duration = sum(sum(h.get("time", 0) for h in f.get("history", [])) for f in folds)
+    record = {
+        "trial_id": trial_id,
+        "state": state,
+        "reason": reason,
+        "error": str(error).splitlines()[0][:500] if error is not None else None,
+        "params": params["params"],
+        "folds_done": len(folds),
+        "fold_scores": scores,
+        "mean": float(np.mean(scores)) if scores else math.nan,
+        "std": float(np.std(scores)) if len(scores) > 1 else (0.0 if scores else math.nan),
+        "trainable_params": folds[0]["trainable_params"] if folds else None,
+        "total_params": folds[0]["total_params"] if folds else None,
+        "duration_s": round(duration, 2),
+        "worker_seconds": round(duration * workers, 1),
+        "gpu_hours": round(duration * workers / 3600, 4) if use_gpu else 0.0,
+        "train_eval_s": round(float(last.get("time_train_s", 0)) + float(last.get("time_eval_s", 0)), 2),
+    }
+    return record
+
+
+def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = None) -> dict:
+    """The summary saved as summary.json: best trial, every trial, baseline and overhead."""
+    by_id = {}
+    if grid is not None:
+        for result in grid:
+            tid = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
+            by_id[tid] = result
+    ids = sorted(set(list_dir(join(uri, "trials"))) | set(by_id))
+    trials = [
+        trial_record(uri, tid, metric=cfg.metric, k=cfg.folds.k, result=by_id.get(tid), use_gpu=cfg.scaling.use_gpu, workers=cfg.scaling.num_workers)
+        for tid in ids
+    ]
+    done = [t for t in trials if t["state"] == "completed" and math.isfinite(t["mean"])]
+    best = None
+    if done:
+        pick = max if cfg.mode == "max" else min
+        best = dict(pick(done, key=lambda t: t["mean"]))
+        best["folds"] = _fold_records(join(uri, "trials", best["trial_id"]))
+        ds_path = join(uri, "trials", best["trial_id"], "records", "deepspeed.json")
+        best["deepspeed"] = read_json(ds_path) if exists(ds_path) else None
+    data = read_json(join(uri, "data.json")) if exists(join(uri, "data.json")) else {}
+    states = {s: sum(t["state"] == s for t in trials) for s in ("completed", "pruned", "failed", "unfinished")}
+    summary = {
+        "name": cfg.name, "task": cfg.task, "metric": cfg.metric, "mode": cfg.mode, "k": cfg.folds.k,
+        "storage": uri, "states": states, "trials": trials, "best": best,
+        "baseline": data.get("baseline"), "data": {k: v for k, v in data.items() if k != "baseline"},
+        "fold_fits": sum(t["folds_done"] for t in trials),
+    }
+    if wall_s is not None:
+        work = sum(t["train_eval_s"] for t in trials)
+        summary["wall_s"] = round(wall_s, 1)
+        summary["train_eval_s"] = round(work, 1)
+        summary["orchestration_share"] = round(max(0.0, 1 - work / wall_s), 3) if wall_s else None
+    return summary
+
+
+def _trial_id_from_path(path: str) -> str:
+    # Tune's trial directory names end with the trial id before the date (e.g. run_trial_3f2a1_00001_1_...)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    parts = name.split("_")
+    for i in range(len(parts) - 1):
+        if len(parts[i]) == 5 and parts[i + 1].isdigit() and len(parts[i + 1]) == 5:
+            return f"{parts[i]}_{parts[i + 1]}"
+    return name

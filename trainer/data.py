@@ -1,0 +1,281 @@
+"""Load a table, turn it into examples for the task, tokenize once.
+
+The driver calls `load_examples` and `tokenize` once per sweep; the result
+(`Encoded`) is shipped to every trial and fold, which only index into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.config import DataConfig, Task
+from trainer.errors import DataError, problem
+
+log = logging.getLogger(__name__)
+
+
+def resolve_path(path: str) -> str:
+    """'pkg:PACKAGE/sub/dir' -> the directory inside an installed package (its __init__ is not run)."""
+    if not path.startswith("pkg:"):
+        return str(Path(path).expanduser()) if path.startswith(("~", ".", "/")) else path
+    import importlib.util
+
+    package, _, sub = path[4:].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError([("path", f"package {package!r} is not installed", f"pip install {package.replace('_', '-')} (or the 'demo' extra)")])
+    return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+
+
+def _read_chatterbot(directory: Path) -> "pd.DataFrame":
+    """chatterbot-corpus YAML files: one row per dialogue, its first two turns and its topic."""
+    import pandas as pd
+    import yaml
+
+    rows = []
+    for file in sorted(directory.glob("*.yml")):
+        doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        for convo in doc.get("conversations") or []:
+            turns = [str(t) for t in convo if t is not None]
+            if not turns:
+                continue
+            rows.append(
+                {"text": turns[0], "response": turns[1] if len(turns) > 1 else "", "topic": file.stem}
+            )
+    return pd.DataFrame(rows, columns=["text", "response", "topic"])
+
+
+def read_table(cfg: DataConfig) -> "pd.DataFrame":
+    import pandas as pd
+
+    field_ = "data.path"
+    location = resolve_path(cfg.path)
+    path = Path(location)
+    fmt = cfg.format
+    if fmt == "auto":
+        suffix = path.suffix.lower()
+        fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
+        if fmt is None and path.is_dir():
+            fmt = "chatterbot" if any(path.glob("*.yml")) else "datasets"
+        if fmt is None and not path.exists():
+            raise problem(field_, f"{location} does not exist", "point data.path at a CSV, TSV, JSONL or Parquet file or a data directory")
+        if fmt is None:
+            raise problem(field_, f"cannot tell the format of {location}", "set data.format (csv, tsv, jsonl, parquet, datasets, chatterbot)")
+    if fmt != "hub" and not path.exists():
+        raise problem(field_, f"{location} does not exist", "point data.path at an existing file or directory")
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, encoding="utf-8")
+        elif fmt == "tsv":
+            df = pd.read_csv(path, sep="\t", encoding="utf-8")
+        elif fmt == "jsonl":
+            df = pd.read_json(path, lines=True, encoding="utf-8")
+        elif fmt == "parquet":
+            df = pd.read_parquet(path)
+        elif fmt == "chatterbot":
+            df = _read_chatterbot(path)
+        elif fmt == "datasets":
+            import datasets
+
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+            df = ds.to_pandas()
+        else:  # hub: needs network access
+            import datasets
+
+            df = datasets.load_dataset(cfg.path, split="train").to_pandas()
+    except UnicodeDecodeError:
+        raise problem(field_, f"{location} is not UTF-8", "re-encode the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise problem(field_, f"{location} is empty", "give a file with a header row and data rows") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise problem(field_, f"cannot parse {location} as {fmt}: {str(exc).splitlines()[0]}", "check data.format and the file") from None
+    if len(df.columns) != len(set(map(str, df.columns))):
+        dupes = sorted({str(c) for c in df.columns if list(map(str, df.columns)).count(str(c)) > 1})
+        raise problem(field_, f"duplicate column names {dupes}", "rename the columns so each is unique")
+    df.columns = [str(c) for c in df.columns]
+    if df.empty:
+        raise problem(field_, f"{location} has no rows", "give a data set with rows")
+    return df
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Rows ready to tokenize; `labels` are ids (classification) or floats (regression)."""
+
+    texts: list[str]
+    pairs: list[str] | None = None
+    responses: list[str] | None = None
+    labels: np.ndarray | None = None
+    label_names: list[str] | None = None
+    groups: np.ndarray | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _clean(text: Any, normalize: bool) -> str:
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    text = str(text)
+    if normalize:
+        text = " ".join(unicodedata.normalize("NFKC", text).split())
+    return text
+
+
+def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: int = 2) -> Examples:
+    """Check columns, clean, map labels to ids. `min_per_class` is what the split/folds need."""
+    import pandas as pd
+
+    text_col = cfg.prompt_column if task == "causal-lm" and cfg.prompt_column else cfg.text_column
+    needed = {"data.text_column" if text_col == cfg.text_column else "data.prompt_column": text_col}
+    if cfg.text_pair_column:
+        needed["data.text_pair_column"] = cfg.text_pair_column
+    if task == "causal-lm" and cfg.response_column:
+        needed["data.response_column"] = cfg.response_column
+    if task != "causal-lm":
+        if not cfg.label_column:
+            raise problem("data.label_column", f"{task} needs a label column", "set data.label_column")
+        needed["data.label_column"] = cfg.label_column
+    if cfg.group_column:
+        needed["data.group_column"] = cfg.group_column
+    missing = [(k, f"column {v!r} not in the data", f"use one of: {', '.join(map(str, df.columns))}") for k, v in needed.items() if v not in df.columns]
+    if missing:
+        raise DataError(missing)
+
+    dropped: dict[str, int] = {}
+    if cfg.max_rows and len(df) > cfg.max_rows:
+        df = df.sample(n=cfg.max_rows, random_state=seed).sort_index()
+    df = df.copy()
+    for col in {text_col, cfg.text_pair_column, cfg.response_column} - {None}:
+        df[col] = [_clean(v, cfg.normalize) for v in df[col]]
+    empty = df[text_col].str.len() == 0
+    if empty.any():
+        dropped["empty text"] = int(empty.sum())
+        df = df[~empty]
+    if cfg.dedupe:
+        keys = [c for c in (text_col, cfg.text_pair_column, cfg.response_column, cfg.label_column) if c]
+        dup = df.duplicated(subset=keys)
+        if dup.any():
+            dropped["duplicates"] = int(dup.sum())
+            df = df[~dup]
+    if df.empty:
+        raise problem("data.path", "no rows with text remain", f"check data.text_column ({text_col!r}) holds text")
+
+    labels = label_names = None
+    if task == "classification":
+        raw = df[cfg.label_column]
+        if raw.isna().any():
+            raise problem("data.label_column", f"{int(raw.isna().sum())} rows have no label", "fill or drop rows without a label")
+        raw = raw.astype(str)
+        counts = raw.value_counts()
+        rare = counts[counts < min_per_class]
+        if len(rare):
+            shown = ", ".join(f"{k} ({v})" for k, v in rare.items())
+            if cfg.rare_classes == "error":
+                raise problem(
+                    "data.rare_classes",
+                    f"classes with fewer than {min_per_class} rows: {shown}",
+                    "set data.rare_classes: drop, lower folds.k, or add rows",
+                )
+            log.warning("dropping %d rare classes (< %d rows): %s", len(rare), min_per_class, shown)
+            dropped["rare classes"] = int(rare.sum())
+            keep = ~raw.isin(rare.index)
+            df, raw = df[keep], raw[keep]
+        label_names = sorted(raw.unique())
+        if len(label_names) < 2:
+            raise problem("data.label_column", f"only one class ({label_names[0]!r}) in the data", "classification needs at least two classes")
+        index = {name: i for i, name in enumerate(label_names)}
+        labels = np.array([index[v] for v in raw], dtype=np.int64)
+    elif task == "regression":
+        values = pd.to_numeric(df[cfg.label_column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            raise problem("data.label_column", f"{int(bad.sum())} rows have a missing or non-numeric target", "fill or drop those rows")
+        labels = values.to_numpy(dtype=np.float32)
+    groups = df[cfg.group_column].astype(str).to_numpy() if cfg.group_column else None
+    return Examples(
+        texts=list(df[text_col]),
+        pairs=list(df[cfg.text_pair_column]) if cfg.text_pair_column else None,
+        responses=list(df[cfg.response_column]) if task == "causal-lm" and cfg.response_column else None,
+        labels=labels,
+        label_names=label_names,
+        groups=groups,
+        dropped=dropped,
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Tokenized rows: ragged int32 id arrays, loss masks for causal-lm, and targets."""
+
+    input_ids: list[np.ndarray]
+    labels: np.ndarray | None  # class ids / float targets; None for causal-lm
+    loss_start: np.ndarray | None  # causal-lm: first position that counts in the loss
+    pad_id: int
+    label_names: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Encoded:
+    """Tokenize every row once; batches are padded later, per batch."""
+    if task == "causal-lm":
+        eos = tokenizer.eos_token or ""
+        if examples.responses is not None:
+            prompts = [t + "\n" for t in examples.texts]
+            full = [p + r + eos for p, r in zip(prompts, examples.responses)]
+            starts = np.array([len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]], dtype=np.int32)
+        else:
+            full = [t + eos for t in examples.texts]
+            starts = np.zeros(len(full), dtype=np.int32)
+        ids = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        starts = np.minimum(starts, np.array([max(len(i) - 1, 0) for i in ids], dtype=np.int32))
+        labels = None
+    else:
+        ids = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)["input_ids"]
+        starts = None
+        labels = examples.labels
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return Encoded(
+        input_ids=[np.asarray(i, dtype=np.int32) for i in ids],
+        labels=labels,
+        loss_start=starts,
+        pad_id=int(pad),
+        label_names=examples.label_names,
+    )
+
+
+def collate(encoded: Encoded, rows: np.ndarray, task: Task) -> dict[str, "torch.Tensor"]:
+    """Pad one batch to its longest row."""
+    import torch
+
+    seqs = [encoded.input_ids[i] for i in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), encoded.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, : len(s)] = torch.from_numpy(s.astype(np.int64))
+        mask[j, : len(s)] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if task == "causal-lm":
+        labels = ids.clone()
+        labels[mask == 0] = -100
+        for j, row in enumerate(rows):
+            labels[j, : int(encoded.loss_start[row])] = -100
+        batch["labels"] = labels
+    elif task == "regression":
+        batch["labels"] = torch.as_tensor(encoded.labels[rows], dtype=torch.float32)
+    else:
+        batch["labels"] = torch.as_tensor(encoded.labels[rows], dtype=torch.long)
+    return batch

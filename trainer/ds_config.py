@@ -1,0 +1,86 @@
+"""The one place that turns the typed config into a DeepSpeed JSON."""
+
+from __future__ import annotations
+
+from trainer.config import DeepSpeedConfig, TrainConfig
+from trainer.errors import problem
+
+
+def resolve_precision(ds: DeepSpeedConfig, *, device: str, bf16_supported: bool) -> str:
+    if device == "cpu":
+        if ds.precision in ("fp16", "bf16"):
+            raise problem("deepspeed.precision", f"{ds.precision} is not supported on CPU", "use precision: fp32 or auto, or scaling.use_gpu: true")
+        return "fp32"
+    if ds.precision == "auto":
+        return "bf16" if bf16_supported else "fp16"
+    if ds.precision == "bf16" and not bf16_supported:
+        raise problem("deepspeed.precision", "this GPU has no bf16 support", "use precision: fp16 or auto")
+    return ds.precision
+
+
+def build_deepspeed_config(
+    *,
+    ds: DeepSpeedConfig,
+    train: TrainConfig,
+    world_size: int,
+    steps_per_epoch: int,
+    device: str,
+    bf16_supported: bool = False,
+) -> dict:
+    """DeepSpeed config for one fit; global batch = micro batch x accumulation x world size."""
+    if world_size < 1 or steps_per_epoch < 1:
+        raise problem("scaling.num_workers", "a fit needs at least one worker and one step", "give more rows or a smaller batch size")
+    precision = resolve_precision(ds, device=device, bf16_supported=bf16_supported)
+    total_steps = max(1, steps_per_epoch * train.epochs)
+    warmup = int(round(train.warmup_ratio * total_steps))
+    if train.optimizer == "adamw":
+        optimizer = {
+            "type": "AdamW",
+            "params": {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": train.weight_decay},
+        }
+        # FusedAdam needs CUDA; on CPU without offload DeepSpeed must use torch's AdamW.
+        if device == "cpu" and not ds.offload_optimizer:
+            optimizer["params"]["torch_adam"] = True
+    else:
+        optimizer = {
+            "type": "SGD",  # not a DeepSpeed optimizer: DeepSpeed takes it from torch.optim by name
+            "params": {"lr": train.learning_rate, "momentum": train.momentum, "weight_decay": train.weight_decay},
+        }
+    if train.schedule == "constant":
+        scheduler = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate, "warmup_num_steps": warmup, "warmup_type": "linear"}}
+    elif train.schedule == "cosine":
+        scheduler = {"type": "WarmupCosineLR", "params": {"total_num_steps": total_steps, "warmup_num_steps": warmup, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0}}
+    else:
+        scheduler = {"type": "WarmupDecayLR", "params": {"total_num_steps": total_steps, "warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate, "warmup_num_steps": warmup, "warmup_type": "linear"}}
+    zero: dict = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device != "cpu"}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": device != "cpu"}
+    if ds.zero_stage == 3:
+        # Export gathers full weights from the partitions on rank 0.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    config = {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.batch_size * train.grad_accum * world_size,
+        "gradient_clipping": train.max_grad_norm,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "steps_per_print": 10**9,  # progress is ours; DeepSpeed's own logging would repeat it per rank
+        "wall_clock_breakdown": False,
+    }
+    if ds.offload_optimizer and device == "cpu":
+        config["zero_force_ds_cpu_optimizer"] = True
+    check_batch(config, world_size)
+    return config
+
+
+def check_batch(config: dict, world_size: int) -> None:
+    micro = config["train_micro_batch_size_per_gpu"]
+    accum = config["gradient_accumulation_steps"]
+    if micro * accum * world_size != config["train_batch_size"]:
+        raise problem("train.batch_size", f"global batch {config['train_batch_size']} != {micro} x {accum} x {world_size}", "let zerotune derive train_batch_size")

@@ -1,0 +1,46 @@
+"""Build the Ray Train TorchTrainer that runs `train_loop_per_worker` on one worker group."""
+
+from __future__ import annotations
+
+from trainer.config import ScalingConfig
+from trainer.spec import FitSpec
+
+
+def build_trainer(
+    *,
+    spec: FitSpec,
+    encoded,
+    folds: list,
+    scaling: ScalingConfig,
+    name: str,
+    storage_path: str,
+    callbacks: list | None = None,
+):
+    """A TorchTrainer over `folds`; `encoded` may be an ObjectRef (shared by every trial of a sweep)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import ScalingConfig as RayScaling
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainer.loop import train_loop_per_worker
+    from trainer.storage import filesystem
+
+    fs, path = filesystem(storage_path)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec, "encoded": encoded, "folds": folds},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=RayScaling(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            # The latest checkpoint is all a restart needs; older ones only cost disk.
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks or [],
+        ),
+    )

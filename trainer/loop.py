@@ -1,0 +1,323 @@
+"""The Ray Train worker function: setup, then per fold (model, engine, train, evaluate, report), then cleanup.
+
+Every rank runs the same number of forward passes and `ray.train.report`
+calls (ZeRO-3 and Train V2 both need that). Metrics are reported each epoch
+with a checkpoint; the checkpoint's `state.json` says which fold and epoch it
+belongs to, so a restarted worker group resumes mid-sweep-trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data import Encoded, collate
+from trainer.ds_config import build_deepspeed_config
+from trainer.metrics import causal_lm_metrics, classification_metrics, regression_metrics, scalar_metrics
+from trainer.spec import FitSpec
+
+log = logging.getLogger("zerotune.trainer")
+ENGINE_TAG = "engine"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import deepspeed
+    import ray
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    # --- setup -----------------------------------------------------------
+    spec: FitSpec = config["spec"]
+    encoded: Encoded = config["encoded"]
+    if isinstance(encoded, ray.ObjectRef):
+        encoded = ray.get(encoded)
+    folds: list[tuple[np.ndarray, np.ndarray]] = config["folds"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = torch.device(f"cuda:{ctx.get_local_rank()}") if spec.use_gpu else torch.device("cpu")
+    if spec.use_gpu:
+        torch.cuda.set_device(device)
+    bf16_ok = spec.use_gpu and torch.cuda.is_bf16_supported()
+    state = _resume_state(ray.train.get_checkpoint())
+    fold_results: list[dict] = state["fold_results"]
+    timings = {"train_s": 0.0, "eval_s": 0.0, "setup_s": 0.0, "checkpoint_s": 0.0}
+    if rank == 0 and state["fold"] is not None:
+        log.warning("resuming at fold %d after epoch %d", state["fold"], state["epoch"])
+
+    for fold, (train_rows, val_rows) in enumerate(folds):
+        if fold < len(fold_results):
+            continue  # finished before a restart
+        # --- model and engine ---------------------------------------------
+        t0 = time.perf_counter()
+        torch.manual_seed(spec.seed * 1009 + fold)
+        from trainer.model import load_model
+
+        model = load_model(spec.model, spec.task, label_names=encoded.label_names)
+        micro_batches = _batches_per_rank(len(train_rows), world, spec.train.batch_size)
+        if spec.train.max_steps_per_epoch:
+            micro_batches = min(micro_batches, spec.train.max_steps_per_epoch * spec.train.grad_accum)
+        steps_per_epoch = max(1, micro_batches // spec.train.grad_accum)
+        ds_config = build_deepspeed_config(
+            ds=spec.deepspeed, train=spec.train, world_size=world,
+            steps_per_epoch=steps_per_epoch, device=device.type, bf16_supported=bf16_ok,
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        n_trainable = sum(p.numel() for p in trainable)
+        n_total = sum(p.numel() for p in model.parameters())
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+        start_epoch, history = 0, []
+        if state["fold"] == fold:
+            engine.load_checkpoint(state["dir"], tag=ENGINE_TAG)
+            start_epoch, history = state["epoch"] + 1, state["history"]
+        if rank == 0 and spec.records_uri and fold == 0:
+            from trainer.storage import join, write_json
+
+            write_json(join(spec.records_uri, "deepspeed.json"), ds_config)
+        timings["setup_s"] += time.perf_counter() - t0
+
+        # --- train and evaluate each epoch ----------------------------------
+        best = None
+        for epoch in range(start_epoch, spec.train.epochs):
+            t0 = time.perf_counter()
+            rows = _epoch_rows(train_rows, spec.seed, fold, epoch, rank, world)[: micro_batches * spec.train.batch_size]
+            train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch)
+            timings["train_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            metrics = evaluate(engine, encoded, val_rows, spec, device, rank, world)
+            timings["eval_s"] += time.perf_counter() - t0
+            metrics["train_loss"] = train_loss
+            history.append({"epoch": epoch, **scalar_metrics(metrics)})
+            score = metrics.get(spec.metric, float("nan"))
+            if best is None or _better(score, best[1], spec.mode):
+                best = (epoch, score, metrics)
+            stalled = _stalled(history, spec)
+            last = epoch == spec.train.epochs - 1 or stalled or diverged_at is not None
+            if last:
+                scored = best[2] if spec.train.early_stopping_patience else metrics
+                fold_results.append(
+                    {
+                        "fold": fold, "epochs_run": epoch + 1, "best_epoch": best[0] if spec.train.early_stopping_patience else epoch,
+                        "stopped_early": bool(stalled and epoch < spec.train.epochs - 1),
+                        "trainable_params": n_trainable, "total_params": n_total,
+                        "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+                        "metrics": scored, "history": history,
+                        "diverged": diverged_at,
+                    }
+                )
+                if rank == 0 and spec.records_uri:
+                    from trainer.storage import join, write_json
+
+                    write_json(join(spec.records_uri, f"fold-{fold}.json"), fold_results[-1])
+            report = _report_metrics(fold_results, metrics, spec, fold, epoch, len(folds), timings, n_trainable, n_total)
+            if diverged_at is not None:
+                report["diverged"] = 1
+                report["diverged_at"] = json.dumps(diverged_at)
+            t0 = time.perf_counter()
+            _report(engine, report, spec, fold, epoch, fold_results, history, save=spec.checkpoint_every_epoch or last)
+            timings["checkpoint_s"] += time.perf_counter() - t0
+            if diverged_at is not None:
+                return  # every rank saw the same all-reduced loss, so every rank stops here
+            if last:
+                break
+        # --- export (one fold fits only: `zerotune train` and refits) --------
+        if spec.export_uri and fold == len(folds) - 1:
+            from trainer.export import export_model
+
+            export_model(engine, spec=spec, encoded=encoded, rank=rank)
+        del engine, model
+        state = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": fold_results}
+    if dist.is_initialized():
+        dist.barrier()
+
+
+# --- helpers: each a step of the recipe above -------------------------------
+
+
+def _batches_per_rank(n_rows: int, world: int, batch: int) -> int:
+    per_rank = n_rows // world
+    return max(1, math.ceil(per_rank / batch)) if per_rank else 0
+
+
+def _epoch_rows(train_rows: np.ndarray, seed: int, fold: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's shard of a seeded shuffle; every rank gets the same count."""
+    perm = np.random.default_rng([seed, fold, epoch]).permutation(train_rows)
+    per_rank = len(perm) // world
+    return perm[rank::world][:per_rank]
+
+
+def _maybe_inject_fault(fold: int, epoch: int, step: int) -> None:
+    """Test hook: ZEROTUNE_FAULT_KILL_AT='fold:epoch:step:marker' SIGKILLs this process once."""
+    spec = os.environ.get("ZEROTUNE_FAULT_KILL_AT")
+    if not spec:
+        return
+    f, e, s, marker = spec.split(":", 3)
+    if (fold, epoch, step) == (int(f), int(e), int(s)) and not Path(marker).exists():
+        import ray.train
+
+        if ray.train.get_context().get_world_rank() == 0:
+            Path(marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, device, fold: int, epoch: int):
+    """One epoch; returns (mean loss, None) or (nan, where it diverged)."""
+    import torch
+    import torch.distributed as dist
+
+    engine.train()
+    batch = spec.train.batch_size
+    total, count = 0.0, 0
+    for step, start in enumerate(range(0, len(rows), batch)):
+        _maybe_inject_fault(fold, epoch, step)
+        inputs = {k: v.to(device) for k, v in collate(encoded, rows[start : start + batch], spec.task).items()}
+        loss = engine(**inputs).loss
+        engine.backward(loss)
+        engine.step()
+        seen = loss.detach().float().reshape(1).clone()
+        if dist.is_initialized():
+            dist.all_reduce(seen)
+            seen /= dist.get_world_size()
+        value = float(seen.item())
+        if not math.isfinite(value):
+            return float("nan"), {"fold": fold, "epoch": epoch, "step": step, "loss": str(value)}
+        total += value
+        count += 1
+    return total / max(count, 1), None
+
+
+def evaluate(engine, encoded: Encoded, val_rows: np.ndarray, spec: FitSpec, device, rank: int, world: int) -> dict:
+    """Each rank scores its shard; shards are padded so all ranks run the same forwards; results gathered."""
+    import torch
+    import torch.distributed as dist
+
+    engine.eval()
+    mine = val_rows[rank::world]
+    bs = spec.train.eval_batch_size
+    n_batches = math.ceil(math.ceil(len(val_rows) / world) / bs)
+    outputs, rows_seen = [], []
+    loss_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for b in range(n_batches):
+            rows = mine[b * bs : (b + 1) * bs]
+            real = len(rows)
+            if real == 0:
+                rows = val_rows[:1]  # a dummy forward keeps ZeRO-3's collectives in step
+            inputs = {k: v.to(device) for k, v in collate(encoded, rows, spec.task).items()}
+            out = engine(**inputs)
+            if real == 0:
+                continue
+            if spec.task == "causal-lm":
+                logits = out.logits[:, :-1].float()
+                labels = inputs["labels"][:, 1:]
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum")
+                loss_sum += float(loss)
+                tokens += int((labels != -100).sum())
+            else:
+                outputs.append(out.logits.float().cpu().numpy())
+                rows_seen.append(rows)
+    engine.train()
+    if spec.task == "causal-lm":
+        totals = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        return causal_lm_metrics(float(totals[0]), int(totals[1]))
+    local = (np.concatenate(rows_seen) if rows_seen else np.zeros(0, dtype=np.int64),
+             np.concatenate(outputs) if outputs else None)
+    gathered = [None] * world
+    if dist.is_initialized() and world > 1:
+        dist.all_gather_object(gathered, local)
+    else:
+        gathered = [local]
+    idx = np.concatenate([g[0] for g in gathered])
+    logits = np.concatenate([g[1] for g in gathered if g[1] is not None])
+    order = np.argsort(idx, kind="stable")
+    idx, logits = idx[order], logits[order]
+    labels = encoded.labels[idx]
+    if spec.task == "regression":
+        preds = logits.reshape(-1)
+        return regression_metrics(preds, labels, eval_loss=float(np.mean((preds - labels) ** 2)))
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    eval_loss = float(-logp[np.arange(len(labels)), labels].mean())
+    return classification_metrics(logits, labels, encoded.label_names, eval_loss=eval_loss)
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    if not math.isfinite(a):
+        return False
+    if not math.isfinite(b):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def _stalled(history: list[dict], spec: FitSpec) -> bool:
+    patience = spec.train.early_stopping_patience
+    if not patience or len(history) <= patience:
+        return False
+    scores = [h.get(spec.metric, float("nan")) for h in history]
+    best_at = max(range(len(scores)), key=lambda i: (scores[i] if spec.mode == "max" else -scores[i]) if math.isfinite(scores[i]) else -math.inf)
+    return len(scores) - 1 - best_at >= patience
+
+
+def _report_metrics(fold_results, metrics, spec: FitSpec, fold, epoch, k, timings, n_trainable, n_total) -> dict:
+    """Flat scalars for Tune: this epoch, the finished folds' running mean (the objective) and costs."""
+    done = [r["metrics"].get(spec.metric, float("nan")) for r in fold_results]
+    current = metrics.get(spec.metric, float("nan"))
+    # Before the first fold ends, the running mean is the current epoch's score so that
+    # Tune always sees the objective; schedulers only act on folds_done milestones.
+    running = float(np.mean(done)) if done else float(current)
+    out = {f"epoch_{k_}": v for k_, v in scalar_metrics(metrics).items()}
+    out.update(
+        {
+            "fold": fold, "epoch": epoch, "folds_done": len(fold_results), "folds_total": k,
+            "objective": running,
+            "objective_std": float(np.std(done)) if len(done) > 1 else 0.0,
+            "trainable_params": n_trainable, "total_params": n_total,
+            **{f"time_{k_}": v for k_, v in timings.items()},
+        }
+    )
+    for i, r in enumerate(fold_results):
+        out[f"fold{i}_{spec.metric}"] = r["metrics"].get(spec.metric, float("nan"))
+    return out
+
+
+def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, *, save: bool) -> None:
+    """Report with a checkpoint (Train V2 keeps metrics only with one). Every rank calls this."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
+        if save:
+            engine.save_checkpoint(tmp, tag=ENGINE_TAG)
+        if ray.train.get_context().get_world_rank() == 0:
+            state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history}
+            Path(tmp, "state.json").write_text(json.dumps(state, default=float))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint_f{fold:02d}_e{epoch:03d}")
+
+
+def _resume_state(checkpoint) -> dict:
+    """Where to restart from; a checkpoint without a complete state.json is ignored."""
+    empty = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": []}
+    if checkpoint is None:
+        return empty
+    local = Path(tempfile.mkdtemp(prefix="zt-restore-"))
+    checkpoint.to_directory(str(local))
+    try:
+        state = json.loads((local / "state.json").read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring a checkpoint without a readable state.json: %s", checkpoint.path)
+        return empty
+    fold_results = state["fold_results"]
+    fold_done = len(fold_results) > state["fold"]  # the checkpoint was taken as its fold ended
+    if fold_done or not state.get("engine_saved") or not (local / ENGINE_TAG).is_dir():
+        return {**empty, "fold_results": fold_results}
+    return {"fold": state["fold"], "epoch": state["epoch"], "dir": str(local), "history": state["history"], "fold_results": fold_results}

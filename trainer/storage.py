@@ -1,0 +1,88 @@
+"""Read and write small files under a local path or a URI (file://, s3://, gs://) through pyarrow."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from pathlib import Path
+
+from trainer.errors import StorageError
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it); local paths are made absolute."""
+    import pyarrow.fs as pafs
+
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError with the reason
+        raise StorageError(f"cannot open storage {uri}: {exc}", field="storage.path", fix="use a local directory or an s3://, gs:// or file:// URI with credentials") from None
+
+
+def join(uri: str, *parts: str) -> str:
+    if "://" in uri:
+        return uri.rstrip("/") + "/" + "/".join(parts)
+    return os.path.join(uri, *parts)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically where the filesystem allows: a reader never sees half a file."""
+    fs, path = filesystem(uri)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}", field="storage.path", fix="check that the storage path exists, is writable and has space") from None
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, default=_json_default, allow_nan=True).encode())
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as src:
+            return src.read()
+    except (OSError, FileNotFoundError) as exc:
+        raise StorageError(f"cannot read {uri}: {exc}", field="storage.path", fix="check the sweep name and storage path") from None
+
+
+def read_json(uri: str):
+    return json.loads(read_bytes(uri))
+
+
+def exists(uri: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_dir(uri: str) -> list[str]:
+    """Names directly under a directory (empty if it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(posixpath.basename(i.path) for i in infos)
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
