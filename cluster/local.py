@@ -10,13 +10,16 @@ from trainer.errors import ClusterError
 log = logging.getLogger(__name__)
 
 
-def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
-    """Start or join Ray once per process; returns the cluster's total resources."""
+def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: bool = True, worker_logs: bool = True) -> dict:
+    """Start or join Ray once per process; returns the cluster's total resources.
+
+    `worker_logs=False` keeps workers' output off this process's stdout (for `--format json`).
+    """
     import ray
 
     if ray.is_initialized():
         return ray.cluster_resources()
-    kwargs = {"log_to_driver": True, "logging_level": logging.WARNING if quiet else logging.INFO}
+    kwargs = {"log_to_driver": worker_logs, "logging_level": logging.WARNING if quiet else logging.INFO}
     env_address = os.environ.get("RAY_ADDRESS")
     try:
         if address or env_address:

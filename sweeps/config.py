@@ -142,18 +142,6 @@ class SweepConfig(Group):
             return DEFAULT_METRIC[self.task][1]
         return "min" if self.search.metric in {"mse", "mae", "eval_loss", "perplexity", "loss"} else "max"
 
-    @model_validator(mode="after")
-    def _cross_checks(self):
-        problems = []
-        if self.task == "causal-lm":
-            if bool(self.data.prompt_column) != bool(self.data.response_column):
-                problems.append("data.prompt_column and data.response_column go together")
-        if self.deepspeed.precision in {"fp16", "bf16"} and not self.scaling.use_gpu:
-            problems.append(f"deepspeed.precision {self.deepspeed.precision} needs scaling.use_gpu: true (CPU runs fp32)")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
 
 METRICS_BY_TASK = {
     "classification": {"f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc", "eval_loss"},
@@ -264,10 +252,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = SweepConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(problems_from(exc)) from None
+    problems = cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
+    """Rules that span groups, each naming the field to change."""
+    problems = []
     if cfg.metric not in METRICS_BY_TASK[cfg.task]:
         allowed = ", ".join(sorted(METRICS_BY_TASK[cfg.task]))
-        raise ConfigError([("search.metric", f"unknown metric {cfg.metric!r} for {cfg.task}", f"use one of: {allowed}")])
-    return cfg
+        problems.append(("search.metric", f"unknown metric {cfg.metric!r} for {cfg.task}", f"use one of: {allowed}"))
+    if cfg.task == "causal-lm" and bool(cfg.data.prompt_column) != bool(cfg.data.response_column):
+        problems.append(("data.response_column", "prompt_column and response_column go together", "set both, or neither for plain text"))
+    if cfg.deepspeed.precision in {"fp16", "bf16"} and not cfg.scaling.use_gpu:
+        problems.append(("deepspeed.precision", f"{cfg.deepspeed.precision} is not supported on CPU", "use precision: auto (fp32 on CPU) or set scaling.use_gpu: true"))
+    stages = set(cfg.search.space.zero_stage or []) | {cfg.deepspeed.zero_stage}
+    if cfg.deepspeed.offload_params and stages != {3}:
+        problems.append(("deepspeed.offload_params", "parameter offload needs ZeRO stage 3 in every trial", "search only zero_stage [3] or turn offload_params off"))
+    return problems
 
 
 def field_docs(model: type = SweepConfig, prefix: str = "") -> list[tuple[str, str, str]]:

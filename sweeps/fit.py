@@ -12,11 +12,12 @@ from sweeps.config import SweepConfig
 from sweeps.folds import train_val_split
 from sweeps.prepare import encode, fit_spec, load_examples
 from sweeps.preflight import check_fit
+from sweeps.run import storage_root
 
 log = logging.getLogger(__name__)
 
 
-def run_fit(cfg: SweepConfig, *, address: str | None = None, export: bool = True) -> dict:
+def run_fit(cfg: SweepConfig, *, address: str | None = None, export: bool = True, worker_logs: bool = True) -> dict:
     """Split, tokenize, train on a Ray Train worker group, evaluate, export; returns the summary."""
     from cluster.local import connect
     from trainer.launch import build_trainer
@@ -25,13 +26,14 @@ def run_fit(cfg: SweepConfig, *, address: str | None = None, export: bool = True
     examples = load_examples(cfg, min_per_class=2)
     train_rows, val_rows = train_val_split(examples, fraction=cfg.split.validation_fraction, task=cfg.task, seed=cfg.seed)
     encoded = encode(cfg, examples)
-    resources = connect(address=address)
+    resources = connect(address=address, worker_logs=worker_logs)
     check_fit(cfg, resources=resources, n_train=len(train_rows))
-    run_uri = join(cfg.storage.path, cfg.name, "train")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_uri = join(storage_root(cfg.storage.path), cfg.name, f"train-{stamp}")
     spec = fit_spec(cfg, records_uri=join(run_uri, "records"), export_uri=join(run_uri, "model") if export else None)
     trainer = build_trainer(
         spec=spec, encoded=encoded, folds=[(train_rows, val_rows)], scaling=cfg.scaling,
-        name="train", storage_path=join(cfg.storage.path, cfg.name),
+        name=f"train-{stamp}", storage_path=join(storage_root(cfg.storage.path), cfg.name),
     )
     result = trainer.fit()
     if result.error is not None:

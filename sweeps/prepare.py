@@ -19,8 +19,12 @@ class Prepared:
     encoded: Encoded
 
 
-def load_examples(cfg: SweepConfig, *, min_per_class: int) -> Examples:
+def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) -> Examples:
+    from trainer.errors import ConfigError
+
     df = read_table(cfg.data)
+    if len(df) < min_rows:
+        raise ConfigError([("folds.k", f"{min_rows} folds need at least {min_rows} rows; the data has {len(df)}", f"use folds.k <= {len(df)} or more data")])
     examples = to_examples(df, cfg.data, cfg.task, seed=cfg.seed, min_per_class=min_per_class)
     for reason, count in examples.dropped.items():
         log.warning("dropped %d rows: %s", count, reason)

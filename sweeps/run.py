@@ -27,14 +27,21 @@ log = logging.getLogger(__name__)
 
 
 def sweep_uri(cfg: SweepConfig) -> str:
-    return join(cfg.storage.path, cfg.name)
+    """Absolute: trial actors and workers run in other working directories."""
+    return join(storage_root(cfg.storage.path), cfg.name)
+
+
+def storage_root(path: str) -> str:
+    import os
+
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def prepare_sweep(cfg: SweepConfig):
     """Data, folds and tokens for a sweep: checks everything that needs no cluster."""
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
     need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
-    examples = load_examples(cfg, min_per_class=need)
+    examples = load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
     folds = make_folds(examples, k=cfg.folds.k, strategy=cfg.folds.strategy, task=cfg.task, test_fraction=cfg.folds.test_fraction, seed=cfg.seed)
     if not cfg.search.space.model_dump(exclude_none=True):
         raise ConfigError([("search.space", "nothing to search", "add at least one of learning_rate, batch_size, epochs, ... (see examples/)")])
@@ -73,7 +80,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     started = time.time()
     uri = sweep_uri(cfg)
     examples, folds = prepare_sweep(cfg)
-    resources = connect(address=address)
+    resources = connect(address=address, worker_logs=progress)
     check_fit(cfg, resources=resources, n_train=min(len(t) for t, _ in folds.folds))
     # Nothing is written until every check has passed: a bad input leaves no partial sweep.
     _check_writable(uri)

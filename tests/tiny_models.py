@@ -35,3 +35,20 @@ def tiny_gpt2(directory: Path) -> Path:
     GPT2LMHeadModel(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def keyword_rows(n: int = 240, seed: int = 0):
+    """Sentences whose class is set by one word in them: a tiny model learns this in a few steps."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    words = {"positive": "wonderful", "negative": "terrible", "neutral": "ordinary"}
+    filler = "the a day film meal trip book service phone room city car".split()
+    rows = []
+    for i in range(n):
+        label = list(words)[i % 3]
+        body = list(rng.choice(filler, size=5))
+        body.insert(int(rng.integers(0, 5)), words[label])
+        rows.append({"id": i, "text": " ".join(body), "label": label, "score": {"positive": 1.0, "neutral": 0.0, "negative": -1.0}[label]})
+    return pd.DataFrame(rows)

@@ -16,9 +16,13 @@ from typing import Any
 import numpy as np
 
 from trainer.config import DataConfig, Task
-from trainer.errors import DataError, problem
+from trainer.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+def problem(field_: str, message: str, fix: str) -> DataError:
+    return DataError([(field_, message, fix)])
 
 
 def resolve_path(path: str) -> str:
@@ -98,13 +102,24 @@ def read_table(cfg: DataConfig) -> "pd.DataFrame":
         raise problem(field_, f"{location} is empty", "give a file with a header row and data rows") from None
     except (ValueError, pd.errors.ParserError) as exc:
         raise problem(field_, f"cannot parse {location} as {fmt}: {str(exc).splitlines()[0]}", "check data.format and the file") from None
-    if len(df.columns) != len(set(map(str, df.columns))):
-        dupes = sorted({str(c) for c in df.columns if list(map(str, df.columns)).count(str(c)) > 1})
+    header = _text_header(path, fmt)
+    if len(header) != len(set(header)):
+        dupes = sorted({c for c in header if header.count(c) > 1})
         raise problem(field_, f"duplicate column names {dupes}", "rename the columns so each is unique")
     df.columns = [str(c) for c in df.columns]
     if df.empty:
         raise problem(field_, f"{location} has no rows", "give a data set with rows")
     return df
+
+
+def _text_header(path: Path, fmt: str) -> list[str]:
+    """The raw header of a CSV/TSV (pandas silently renames duplicate columns to `x.1`)."""
+    import csv
+
+    if fmt not in ("csv", "tsv"):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def build_deepspeed_config(
         raise problem("scaling.num_workers", "a fit needs at least one worker and one step", "give more rows or a smaller batch size")
     precision = resolve_precision(ds, device=device, bf16_supported=bf16_supported)
     total_steps = max(1, steps_per_epoch * train.epochs)
-    warmup = int(round(train.warmup_ratio * total_steps))
+    warmup = max(1, int(round(train.warmup_ratio * total_steps)))  # DeepSpeed rejects 0 warmup steps
     if train.optimizer == "adamw":
         optimizer = {
             "type": "AdamW",
@@ -41,6 +41,7 @@ def build_deepspeed_config(
         # FusedAdam needs CUDA; on CPU without offload DeepSpeed must use torch's AdamW.
         if device == "cpu" and not ds.offload_optimizer:
             optimizer["params"]["torch_adam"] = True
+            optimizer["params"]["foreach"] = True  # torch's CPU default is a per-tensor loop: ~20% slower steps
     else:
         optimizer = {
             "type": "SGD",  # not a DeepSpeed optimizer: DeepSpeed takes it from torch.optim by name

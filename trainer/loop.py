@@ -8,11 +8,13 @@ belongs to, so a restarted worker group resumes mid-sweep-trial.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +38,9 @@ def train_loop_per_worker(config: dict) -> None:
     import torch.distributed as dist
 
     # --- setup -----------------------------------------------------------
+    # Library chatter (DeepSpeed logs to stdout) goes to stderr: the driver's stdout carries data (--format json).
+    sys.stdout.flush()
+    os.dup2(2, 1)
     spec: FitSpec = config["spec"]
     encoded: Encoded = config["encoded"]
     if isinstance(encoded, ray.ObjectRef):
@@ -78,16 +83,20 @@ def train_loop_per_worker(config: dict) -> None:
         if state["fold"] == fold:
             engine.load_checkpoint(state["dir"], tag=ENGINE_TAG)
             start_epoch, history = state["epoch"] + 1, state["history"]
-        if rank == 0 and spec.records_uri and fold == 0:
+        resumes = state["resumes"] if state["fold"] == fold or state["resumed_between_folds"] == fold else 0
+        if rank == 0 and spec.records_uri:
             from trainer.storage import join, write_json
 
-            write_json(join(spec.records_uri, "deepspeed.json"), ds_config)
+            if fold == 0:
+                write_json(join(spec.records_uri, "deepspeed.json"), ds_config)
+            # One marker per fold fit started: an audit trail that shows re-runs.
+            write_json(join(spec.records_uri, "starts", f"fold-{fold}-{time.time_ns()}.json"), {"fold": fold, "start_epoch": start_epoch})
         timings["setup_s"] += time.perf_counter() - t0
 
         # --- train and evaluate each epoch ----------------------------------
         best = None
         for epoch in range(start_epoch, spec.train.epochs):
-            t0 = time.perf_counter()
+            t_epoch = t0 = time.perf_counter()
             rows = _epoch_rows(train_rows, spec.seed, fold, epoch, rank, world)[: micro_batches * spec.train.batch_size]
             train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch)
             timings["train_s"] += time.perf_counter() - t0
@@ -95,7 +104,7 @@ def train_loop_per_worker(config: dict) -> None:
             metrics = evaluate(engine, encoded, val_rows, spec, device, rank, world)
             timings["eval_s"] += time.perf_counter() - t0
             metrics["train_loss"] = train_loss
-            history.append({"epoch": epoch, **scalar_metrics(metrics)})
+            history.append({"epoch": epoch, **scalar_metrics(metrics), "steps": len(rows) // spec.train.batch_size, "time": round(time.perf_counter() - t_epoch, 2)})
             score = metrics.get(spec.metric, float("nan"))
             if best is None or _better(score, best[1], spec.mode):
                 best = (epoch, score, metrics)
@@ -109,20 +118,27 @@ def train_loop_per_worker(config: dict) -> None:
                         "stopped_early": bool(stalled and epoch < spec.train.epochs - 1),
                         "trainable_params": n_trainable, "total_params": n_total,
                         "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+                        "val_sha": hashlib.sha1(np.asarray(val_rows, dtype=np.int64).tobytes()).hexdigest(),
                         "metrics": scored, "history": history,
-                        "diverged": diverged_at,
+                        "diverged": diverged_at, "resumes": resumes,
                     }
                 )
                 if rank == 0 and spec.records_uri:
                     from trainer.storage import join, write_json
 
                     write_json(join(spec.records_uri, f"fold-{fold}.json"), fold_results[-1])
+            if rank == 0:
+                print(
+                    f"fold {fold + 1}/{len(folds)} epoch {epoch + 1}/{spec.train.epochs}: train_loss {train_loss:.4f} "
+                    f"{spec.metric} {score:.4f}" + (" (early stop)" if stalled and not diverged_at else ""),
+                    file=sys.stderr, flush=True,  # stdout stays clean for --format json
+                )
             report = _report_metrics(fold_results, metrics, spec, fold, epoch, len(folds), timings, n_trainable, n_total)
             if diverged_at is not None:
                 report["diverged"] = 1
                 report["diverged_at"] = json.dumps(diverged_at)
             t0 = time.perf_counter()
-            _report(engine, report, spec, fold, epoch, fold_results, history, save=spec.checkpoint_every_epoch or last)
+            _report(engine, report, spec, fold, epoch, fold_results, history, resumes, save=spec.checkpoint_every_epoch or last)
             timings["checkpoint_s"] += time.perf_counter() - t0
             if diverged_at is not None:
                 return  # every rank saw the same all-reduced loss, so every rank stops here
@@ -134,7 +150,7 @@ def train_loop_per_worker(config: dict) -> None:
 
             export_model(engine, spec=spec, encoded=encoded, rank=rank)
         del engine, model
-        state = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": fold_results}
+        state = {**_EMPTY, "fold_results": fold_results}
     if dist.is_initialized():
         dist.barrier()
 
@@ -290,7 +306,7 @@ def _report_metrics(fold_results, metrics, spec: FitSpec, fold, epoch, k, timing
     return out
 
 
-def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, *, save: bool) -> None:
+def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, resumes: int, *, save: bool) -> None:
     """Report with a checkpoint (Train V2 keeps metrics only with one). Every rank calls this."""
     import ray.train
     from ray.train import Checkpoint
@@ -299,25 +315,29 @@ def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_re
         if save:
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
         if ray.train.get_context().get_world_rank() == 0:
-            state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history}
+            state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history, "resumes": resumes}
             Path(tmp, "state.json").write_text(json.dumps(state, default=float))
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint_f{fold:02d}_e{epoch:03d}")
 
 
+_EMPTY = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": [], "resumes": 0, "resumed_between_folds": None}
+
+
 def _resume_state(checkpoint) -> dict:
     """Where to restart from; a checkpoint without a complete state.json is ignored."""
-    empty = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": []}
     if checkpoint is None:
-        return empty
+        return dict(_EMPTY)
     local = Path(tempfile.mkdtemp(prefix="zt-restore-"))
     checkpoint.to_directory(str(local))
     try:
         state = json.loads((local / "state.json").read_text())
     except (OSError, ValueError):
         log.warning("ignoring a checkpoint without a readable state.json: %s", checkpoint.path)
-        return empty
+        return dict(_EMPTY)
     fold_results = state["fold_results"]
+    resumes = state.get("resumes", 0) + 1
     fold_done = len(fold_results) > state["fold"]  # the checkpoint was taken as its fold ended
     if fold_done or not state.get("engine_saved") or not (local / ENGINE_TAG).is_dir():
-        return {**empty, "fold_results": fold_results}
-    return {"fold": state["fold"], "epoch": state["epoch"], "dir": str(local), "history": state["history"], "fold_results": fold_results}
+        # Restart at the first unfinished fold, from scratch.
+        return {**_EMPTY, "fold_results": fold_results, "resumes": resumes, "resumed_between_folds": len(fold_results)}
+    return {**_EMPTY, "fold": state["fold"], "epoch": state["epoch"], "dir": str(local), "history": state["history"], "fold_results": fold_results, "resumes": resumes}

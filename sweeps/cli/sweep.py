@@ -53,7 +53,7 @@ def _run(args) -> int:
     from sweeps.render import sweep_table
     from sweeps.run import run_sweep
 
-    summary = run_sweep(_load(args), address=args.address)
+    summary = run_sweep(_load(args), address=args.address, progress=args.format != "json")
     print(json.dumps(summary, indent=2, default=str) if args.format == "json" else sweep_table(summary))
     return 0 if summary["best"] else 1
 

@@ -29,6 +29,6 @@ def _run(args) -> int:
     from sweeps.render import fit_table
 
     cfg = load_config(args.config, args.overrides)
-    summary = run_fit(cfg, address=args.address, export=not args.no_export)
+    summary = run_fit(cfg, address=args.address, export=not args.no_export, worker_logs=args.format != "json")
     print(json.dumps(summary, indent=2, default=str) if args.format == "json" else fit_table(summary))
     return 0

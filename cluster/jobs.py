@@ -1,0 +1,162 @@
+"""Ray Jobs on a remote cluster: submit a sweep, read its status and logs.
+
+The auth token goes into the `Authorization` header of the JobSubmissionClient and nowhere
+else: not into the runtime_env, metadata, messages or logs. Passing it explicitly (rather
+than via RAY_AUTH_MODE in this process) works whatever this process's Ray config is.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Callable, Mapping
+
+from trainer.errors import ClusterError
+
+DEFAULT_TOKEN_FILE = "~/.ray/auth_token"
+# Never uploaded as the job's working_dir: environments, local results, VCS data.
+WORKING_DIR_EXCLUDES = (".venv", "results", ".git", "__pycache__", "*.egg-info")
+TOKEN_FIX = (
+    "export RAY_AUTH_TOKEN=<token> (or put it in ~/.ray/auth_token or pass --token-file FILE); "
+    "on KubeRay: export RAY_AUTH_TOKEN=$(kubectl -n zerotune get secret zerotune-ray-auth "
+    "-o jsonpath='{.data.auth_token}' | base64 -d)"
+)
+
+
+def resolve_token(*, token_file: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The token to send: --token-file, else RAY_AUTH_TOKEN, else RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token.
+
+    None when there is none (the head may not use auth; if it does, the first request says so).
+    """
+    env = os.environ if env is None else env
+    if token_file is not None:
+        return _read_token(Path(token_file).expanduser(), field="token-file", required=True)
+    if env.get("RAY_AUTH_TOKEN", "").strip():
+        return env["RAY_AUTH_TOKEN"].strip()
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        return _read_token(Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser(), field="RAY_AUTH_TOKEN_PATH", required=True)
+    return _read_token(Path(DEFAULT_TOKEN_FILE).expanduser(), field="token-file", required=False)
+
+
+def _read_token(path: Path, *, field: str, required: bool) -> str | None:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if not required:
+            return None
+        raise ClusterError(f"token file {path} does not exist", field=field, fix=TOKEN_FIX) from None
+    except OSError as exc:
+        raise ClusterError(f"cannot read token file {path}: {exc.strerror}", field=field, fix=TOKEN_FIX) from None
+    if not token and required:
+        raise ClusterError(f"token file {path} is empty", field=field, fix=TOKEN_FIX)
+    return token or None
+
+
+def _client(*, address: str, token: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return _guard(lambda: JobSubmissionClient(address, headers=headers), address=address, what="connect")
+
+
+def _guard(fn: Callable, *, address: str, what: str):
+    """Map Ray's client errors to ClusterError; never include request headers in the message."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return fn()
+    except AuthenticationError as exc:
+        refused = "rejected the token" if "failed" in str(exc).splitlines()[0].lower() else "requires a token"
+        raise ClusterError(
+            f"the Ray cluster at {address} {refused} ({what})", field="token", fix=TOKEN_FIX
+        ) from None
+    except ConnectionError:
+        raise ClusterError(
+            f"cannot reach the Ray dashboard at {address} ({what})",
+            field="address",
+            fix="check --address (http://HOST:8265); for KubeRay run "
+            "`kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265` and use http://127.0.0.1:8265",
+        ) from None
+    except (RuntimeError, ValueError) as exc:
+        raise ClusterError(f"Ray refused to {what}: {exc}", field="address") from None
+
+
+def sweep_entrypoint(*, config: str, overrides: tuple[str, ...] | list[str] = (), storage: str | None = None) -> str:
+    """`python -m sweeps sweep run CONFIG [overrides] [storage.path=...]` as one shell-safe line."""
+    args = ["python", "-m", "sweeps", "sweep", "run", config, *overrides]
+    if storage:
+        args.append(f"storage.path={storage}")
+    return shlex.join(args)
+
+
+def submit(
+    *,
+    address: str,
+    entrypoint: str,
+    token: str | None,
+    working_dir: str | os.PathLike | None = None,
+    excludes: tuple[str, ...] = WORKING_DIR_EXCLUDES,
+    submission_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> str:
+    """Upload `working_dir` (default: the current directory) and start `entrypoint`; the job id."""
+    working_dir = Path(working_dir or Path.cwd()).resolve()
+    client = _client(address=address, token=token)
+    runtime_env = {"working_dir": str(working_dir), "excludes": list(excludes)}
+    return _guard(
+        lambda: client.submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id, metadata=metadata
+        ),
+        address=address, what="submit the job",
+    )
+
+
+def job_status(*, address: str, job_id: str, token: str | None) -> dict:
+    client = _client(address=address, token=token)
+    info = _guard(lambda: client.get_job_info(job_id), address=address, what=f"get job {job_id}")
+    return {
+        "job_id": job_id,
+        "status": str(getattr(info.status, "value", info.status)),
+        "message": info.message or "",
+        "entrypoint": info.entrypoint,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+    }
+
+
+def job_logs(*, address: str, job_id: str, token: str | None) -> str:
+    client = _client(address=address, token=token)
+    return _guard(lambda: client.get_job_logs(job_id), address=address, what=f"get the logs of job {job_id}")
+
+
+def follow_logs(*, address: str, job_id: str, token: str | None, write: Callable[[str], None]) -> None:
+    """Stream a job's logs to `write` until the job ends (the Jobs API's websocket tail)."""
+    import asyncio
+
+    client = _client(address=address, token=token)
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+
+    _guard(lambda: asyncio.run(tail()), address=address, what=f"follow the logs of job {job_id}")
+
+
+def wait_for_job(
+    *, address: str, job_id: str, token: str | None, timeout_s: float = 600.0, poll_s: float = 1.0
+) -> dict:
+    """Poll until the job is SUCCEEDED, FAILED or STOPPED; ClusterError on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = job_status(address=address, job_id=job_id, token=token)
+        if status["status"] in {"SUCCEEDED", "FAILED", "STOPPED"}:
+            return status
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"job {job_id} still {status['status']} after {timeout_s:g}s",
+                fix=f"follow it with `zerotune logs {job_id} --address {address} --follow`",
+            )
+        time.sleep(poll_s)

@@ -1,0 +1,62 @@
+"""cluster/jobs.py without a cluster: where the token comes from, and the entrypoint."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from cluster.jobs import resolve_token, sweep_entrypoint
+from trainer.errors import ClusterError
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_token_precedence(home, tmp_path):
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("from-default-file\n")
+    explicit = tmp_path / "explicit"
+    explicit.write_text("  from-flag \n")
+    assert resolve_token(env={}) == "from-default-file"
+    assert resolve_token(env={"RAY_AUTH_TOKEN": "from-env"}) == "from-env"
+    assert resolve_token(token_file=str(explicit), env={"RAY_AUTH_TOKEN": "from-env"}) == "from-flag"
+    pointed = tmp_path / "pointed"
+    pointed.write_text("from-path-env")
+    assert resolve_token(env={"RAY_AUTH_TOKEN_PATH": str(pointed)}) == "from-path-env"
+
+
+def test_no_token_anywhere_is_none(home):
+    assert resolve_token(env={"RAY_AUTH_TOKEN": "  "}) is None
+
+
+def test_explicit_token_file_must_exist(home, tmp_path):
+    with pytest.raises(ClusterError) as err:
+        resolve_token(token_file=str(tmp_path / "missing"), env={})
+    assert err.value.field == "token-file" and "RAY_AUTH_TOKEN" in err.value.fix
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ClusterError, match="empty"):
+        resolve_token(token_file=str(empty), env={})
+
+
+def test_sweep_entrypoint_is_shell_safe():
+    line = sweep_entrypoint(config="configs/my sweep.yaml", overrides=["search.num_trials=4"], storage="s3://b/p")
+    assert shlex.split(line) == ["python", "-m", "sweeps", "sweep", "run", "configs/my sweep.yaml",
+                                 "search.num_trials=4", "storage.path=s3://b/p"]
+
+
+def test_submit_refuses_a_config_outside_the_uploaded_directory(tmp_path, monkeypatch, capsys):
+    from sweeps.cli import main
+
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text("data:\n  path: d.csv\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    # refused before any connection: the address does not even resolve
+    assert main(["submit", str(outside), "--address", "http://no-such-host.invalid:8265"]) == 2
+    assert "outside the current directory" in capsys.readouterr().err

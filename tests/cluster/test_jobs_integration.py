@@ -1,0 +1,193 @@
+"""`zerotune submit|logs|status` against a real local Ray head with token authentication.
+
+The head is a private `ray start --head --block` (own ports, own --temp-dir, own HOME so no
+~/.ray/auth_token is read or written, own session). It is stopped by signalling that one
+process and then only processes of its session / temp dir: never a global `ray stop`, which
+would kill every Ray process on the machine (other test runs included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from trainer.errors import ClusterError
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MARKER = "hello-from-a-zerotune-job"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _our_pids(session: int, temp_dir: str) -> list[int]:
+    """Processes of the head's session, or whose command line names its private temp dir."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        sid = int(stat.rsplit(")", 1)[1].split()[4])  # field 6: session id
+        if sid == session or temp_dir in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _stop(proc: subprocess.Popen, temp_dir: str) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # `ray start --block` then stops what it started
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while (left := _our_pids(proc.pid, temp_dir)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGTERM if time.monotonic() < deadline - 5 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    assert ray, "the `ray` CLI (ray[default]) must be installed"
+    # Short path: Ray's unix sockets live under --temp-dir and have a ~107-byte limit.
+    temp = Path(tempfile.mkdtemp(prefix="ztj", dir="/tmp"))
+    (temp / "home").mkdir()
+    token = secrets.token_hex(24)
+    dashboard = _free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "HOME": str(temp / "home"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        ray, "start", "--head", "--block", "--num-cpus=2", "--disable-usage-stats",
+        f"--port={_free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        f"--temp-dir={temp / 'ray'}",
+    ]
+    log = open(temp / "head.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError as exc:  # 401: up, and enforcing auth
+                if exc.code == 401:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (temp / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "Ray head did not come up in 60 s"
+            time.sleep(0.5)
+        yield {"address": address, "token": token, "temp": temp}
+    finally:
+        _stop(proc, str(temp))
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A working dir to upload, with things that must stay behind."""
+    (tmp_path / "hello.py").write_text(
+        "import os\n"
+        "assert not os.path.exists('results') and not os.path.exists('.venv'), 'excluded dirs were uploaded'\n"
+        f"print('{MARKER}')\n"
+    )
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "big.bin").write_bytes(b"\0" * 1024)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / "sweep.yaml").write_text("name: smoke\ndata:\n  path: data.csv\n")
+    return tmp_path
+
+
+def test_submit_with_token_succeeds_and_logs(ray_head, project):
+    from cluster import jobs
+
+    address, token = ray_head["address"], ray_head["token"]
+    job_id = jobs.submit(address=address, entrypoint="python hello.py", token=token, working_dir=project)
+    status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=60, poll_s=0.5)
+    logs = jobs.job_logs(address=address, job_id=job_id, token=token)
+    assert status["status"] == "SUCCEEDED", logs
+    assert MARKER in logs
+
+
+def test_missing_or_wrong_token_is_a_cluster_error_naming_the_fix(ray_head, project):
+    from cluster import jobs
+
+    with pytest.raises(ClusterError) as missing:
+        jobs.submit(address=ray_head["address"], entrypoint="python hello.py", token=None, working_dir=project)
+    assert "RAY_AUTH_TOKEN" in missing.value.fix and missing.value.field == "token"
+    with pytest.raises(ClusterError, match="rejected the token") as wrong:
+        jobs.job_status(address=ray_head["address"], job_id="raysubmit_x", token="not-the-token")
+    assert "RAY_AUTH_TOKEN" in wrong.value.fix
+
+
+def _cli(args: list[str], *, cwd: Path, env_extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", **env_extra}
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        if key not in env_extra:
+            env.pop(key, None)
+    env["HOME"] = str(cwd / ".venv")  # no ~/.ray/auth_token of the machine's user
+    return subprocess.run([sys.executable, "-m", "sweeps", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_never_prints_the_token(ray_head, project):
+    address, token = ray_head["address"], ray_head["token"]
+    with_token = {"RAY_AUTH_TOKEN": token}
+
+    # overrides right after CONFIG: argparse does not intermix positionals after options
+    submitted = _cli(["submit", "sweep.yaml", "search.num_trials=1", "--address", address,
+                      "--storage", "/tmp/zt-results", "--format", "json"], cwd=project, env_extra=with_token)
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout.strip().splitlines()[-1])
+    assert job["entrypoint"] == "python -m sweeps sweep run sweep.yaml search.num_trials=1 storage.path=/tmp/zt-results"
+
+    token_file = project / "token"
+    token_file.write_text(token + "\n")
+    status = _cli(["status", job["job_id"], "--address", address, "--token-file", str(token_file)],
+                  cwd=project, env_extra={})
+    assert status.returncode == 0 and job["job_id"] in status.stdout, status.stderr
+    logs = _cli(["logs", job["job_id"], "--address", address], cwd=project, env_extra=with_token)
+    assert logs.returncode == 0, logs.stderr
+
+    refused = _cli(["status", job["job_id"], "--address", address], cwd=project, env_extra={})
+    assert refused.returncode == ClusterError.exit_code
+    assert "fix:" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr
+
+    for run in (submitted, status, logs, refused):
+        assert token not in run.stdout + run.stderr

