@@ -27,7 +27,14 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: b
         else:
             # "local" never joins a cluster that some other `ray start` left on this machine.
             # One extra logical CPU holds the sweep's trial drivers, which only wait on their workers.
-            ray.init(address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **kwargs)
+            port = _free_port()
+            ray.init(
+                address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1, dashboard_port=port,
+                # Ray Train's placement-group cleaner finds "its" cluster by auto-detection, which fails
+                # when a second Ray runs on this machine; naming the API server keeps cleanup working.
+                runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                **kwargs,
+            )
     except ConnectionError as exc:
         raise ClusterError(
             f"cannot reach Ray at {address or env_address}: {exc}",
@@ -44,6 +51,14 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: b
             ) from None
         raise
     return ray.cluster_resources()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def free_resources() -> dict:

@@ -98,6 +98,9 @@ class SearchConfig(Group):
         None, ge=1, description="Trials at once; default: what the cluster's free CPUs/GPUs fit"
     )
     space: SpaceConfig = Field(default_factory=SpaceConfig, description="Search space")
+    initial_points: list[dict[str, Any]] | None = Field(
+        None, description="Configurations to try first (e.g. a known-good learning rate), then the sampler takes over"
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Pruning")
 
 
@@ -268,6 +271,13 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
         problems.append(("data.response_column", "prompt_column and response_column go together", "set both, or neither for plain text"))
     if cfg.deepspeed.precision in {"fp16", "bf16"} and not cfg.scaling.use_gpu:
         problems.append(("deepspeed.precision", f"{cfg.deepspeed.precision} is not supported on CPU", "use precision: auto (fp32 on CPU) or set scaling.use_gpu: true"))
+    if cfg.final.refit and cfg.folds.test_fraction == 0:
+        problems.append(("folds.test_fraction", "final.refit scores the refit on a held-out test split, and there is none", "set folds.test_fraction, e.g. 0.2"))
+    searched = set(cfg.search.space.model_dump(exclude_none=True))
+    for i, point in enumerate(cfg.search.initial_points or []):
+        unknown = set(point) - searched
+        if unknown:
+            problems.append((f"search.initial_points.{i}", f"{sorted(unknown)} not in search.space", f"use only searched keys: {', '.join(sorted(searched)) or 'none'}"))
     stages = set(cfg.search.space.zero_stage or []) | {cfg.deepspeed.zero_stage}
     if cfg.deepspeed.offload_params and stages != {3}:
         problems.append(("deepspeed.offload_params", "parameter offload needs ZeRO stage 3 in every trial", "search only zero_stage [3] or turn offload_params off"))

@@ -22,7 +22,10 @@ def fit_table(summary: dict) -> str:
     m = summary["metrics"]
     keys = [k for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "mse", "mae", "r2", "eval_loss", "perplexity") if k in m]
     out = [f"fit {summary['name']} ({summary['task']}, {summary['n_train']} train / {summary['n_val']} validation rows, {summary['wall_s']} s)"]
-    out.append(table([{"epoch": h["epoch"], **h} for h in summary["history"]], ["epoch", "train_loss", *keys]))
+    rows = [{"epoch": h["epoch"], **h} for h in summary["history"]]
+    if summary.get("before"):
+        rows.insert(0, {"epoch": "before", **summary["before"]})
+    out.append(table(rows, ["epoch", "train_loss", *keys, "time"]))
     out.append(f"metrics: {summary['metrics_path']}")
     if summary.get("model_dir"):
         out.append(f"model:   {summary['model_dir']}")

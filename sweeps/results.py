@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,6 +67,8 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
         for result in grid:
             tid = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
             by_id[tid] = result
+    else:
+        by_id = _tune_state(uri)
     ids = sorted(set(list_dir(join(uri, "trials"))) | set(by_id))
     trials = [
         trial_record(uri, tid, metric=cfg.metric, k=cfg.folds.k, result=by_id.get(tid), use_gpu=cfg.scaling.use_gpu, workers=cfg.scaling.num_workers)
@@ -96,10 +99,36 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
 
 
 def _trial_id_from_path(path: str) -> str:
-    # Tune's trial directory names end with the trial id before the date (e.g. run_trial_3f2a1_00001_1_...)
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    parts = name.split("_")
-    for i in range(len(parts) - 1):
-        if len(parts[i]) == 5 and parts[i + 1].isdigit() and len(parts[i + 1]) == 5:
-            return f"{parts[i]}_{parts[i + 1]}"
-    return name
+    """Tune names trial directories `<trainable>_<trial id>_<n>_<params>_<date>`."""
+    import re
+
+    match = re.search(r"_([0-9a-f]{8})_\d+_", path.rstrip("/").rsplit("/", 1)[-1])
+    return match.group(1) if match else path
+
+
+@dataclass(frozen=True)
+class _SavedTrial:
+    """What Tune's saved experiment state says of a trial (when no ResultGrid is at hand)."""
+
+    metrics: dict
+    error: str | None
+
+
+def _tune_state(uri: str) -> dict:
+    """Trial status and last result from `tune/experiment_state-*.json`: no Ray cluster needed."""
+    import json
+
+    names = [n for n in list_dir(join(uri, "tune")) if n.startswith("experiment_state-") and n.endswith(".json")]
+    if not names:
+        return {}
+    state = read_json(join(uri, "tune", sorted(names)[-1]))
+    out = {}
+    for trial_json, runtime_json in state.get("trial_data", []):
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+        status = trial.get("status")
+        if status not in ("TERMINATED", "ERROR"):
+            continue  # pending or running: not an outcome yet
+        error = f"trial ended in ERROR (see {runtime.get('error_filename') or 'the trial log'})" if status == "ERROR" else None
+        out[trial["trial_id"]] = _SavedTrial(metrics=runtime.get("last_result") or {}, error=error)
+    return out

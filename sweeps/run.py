@@ -75,7 +75,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from cluster.local import connect
+    from cluster.local import connect, free_resources
 
     started = time.time()
     uri = sweep_uri(cfg)
@@ -83,7 +83,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     resources = connect(address=address, worker_logs=progress)
     check_fit(cfg, resources=resources, n_train=min(len(t) for t, _ in folds.folds))
     # Nothing is written until every check has passed: a bad input leaves no partial sweep.
-    _check_writable(uri)
+    check_writable(uri)
     save_or_check_folds(uri, folds, examples)
     write_json(join(uri, "config.json"), cfg.model_dump(mode="json"))
     write_json(join(uri, "data.json"), {
@@ -110,13 +110,13 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
         import optuna
 
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.search.num_trials // 3)))
-        searcher = OptunaSearch(metric="objective", mode=cfg.mode, sampler=sampler)
+        searcher = OptunaSearch(metric="objective", mode=cfg.mode, sampler=sampler, points_to_evaluate=list(cfg.search.initial_points or []) or None)
         tuner = tune.Tuner(
             trainable,
             param_space=tune_space(cfg.search.space),
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=_scheduler(cfg),
-                num_samples=cfg.search.num_trials, max_concurrent_trials=max_concurrent(cfg, resources),
+                num_samples=cfg.search.num_trials, max_concurrent_trials=max_concurrent(cfg, free_resources()),
             ),
             run_config=tune.RunConfig(
                 name="tune", storage_path=fs_path, storage_filesystem=fs,
@@ -127,6 +127,10 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     grid = tuner.fit()
     summary = collect(uri, cfg=cfg, grid=grid, wall_s=time.time() - started)
     write_json(join(uri, "summary.json"), summary)
+    if cfg.final.refit:
+        from sweeps.refit import refit
+
+        summary["refit"] = refit(cfg, address=address, worker_logs=progress)
     return summary
 
 
@@ -162,13 +166,17 @@ def _scheduler(cfg: SweepConfig):
     return None
 
 
-def _check_writable(uri: str) -> None:
+def check_writable(uri: str, *, keep: bool = True) -> None:
+    """Write and delete a probe file: fail now, not after hours of training. keep=False leaves no directory behind."""
+    from trainer.storage import filesystem
+
+    existed = exists(uri)
     probe = join(uri, ".write-test")
     try:
         write_json(probe, {"ok": True})
     except StorageError as exc:
         raise StorageError(exc.message, field="storage.path", fix="choose a storage.path this user can write (and that every node can reach)") from None
-    from trainer.storage import filesystem
-
     fs, path = filesystem(probe)
     fs.delete_file(path)
+    if not keep and not existed:
+        fs.delete_dir(filesystem(uri)[1])

@@ -19,6 +19,6 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
 
     uri = locate_sweep(sweep, storage=storage)
     cfg = load_config(raw=read_json(join(uri, "config.json")))
-    if exists(join(uri, "summary.json")):
-        return read_json(join(uri, "summary.json"))
-    return collect(uri, cfg=cfg)
+    # Trials are re-read every time (a resumed sweep may be running); timing facts only the run knew come from summary.json.
+    saved = read_json(join(uri, "summary.json")) if exists(join(uri, "summary.json")) else {}
+    return {**saved, **collect(uri, cfg=cfg)}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from trainer.errors import StorageError
-from trainer.storage import filesystem, join, write_json
-
 from sweeps.config import SweepConfig
 from sweeps.preflight import check_fit
-from sweeps.run import prepare_sweep, sweep_uri
+from sweeps.run import check_writable, prepare_sweep, sweep_uri
 
 
 def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
@@ -22,13 +19,7 @@ def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
 
     locate(cfg.model)
     uri = sweep_uri(cfg)
-    probe = join(uri, ".write-test")
-    try:
-        write_json(probe, {"ok": True})
-    except StorageError as exc:
-        raise StorageError(exc.message, field="storage.path", fix="choose a storage.path this user can write") from None
-    fs, path = filesystem(probe)
-    fs.delete_file(path)
+    check_writable(uri, keep=False)
     checks = [
         f"config: {cfg.task}, metric {cfg.metric} ({cfg.mode})",
         f"data: {len(examples)} rows" + (f", {len(examples.label_names)} classes" if examples.label_names else "") + "".join(f"; dropped {n} ({why})" for why, n in examples.dropped.items()),

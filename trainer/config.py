@@ -90,6 +90,7 @@ class TrainConfig(Group):
         None, ge=1, description="Stop a fold after this many epochs without improvement; score its best epoch"
     )
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation")
+    eval_before: bool = Field(False, description="Also evaluate once before training (recorded as `before`)")
 
 
 class DeepSpeedConfig(Group):

@@ -32,6 +32,10 @@ def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, probe_ro
     from trainer.model import load_tokenizer
     from trainer.storage import filesystem
 
+    # A refit passes its test rows (and the card) through spec.tags: the loop calls this with defaults.
+    if probe_rows is None and spec.tags.get("probe_rows") is not None:
+        probe_rows = np.asarray(spec.tags["probe_rows"], dtype=np.int64)
+    card = card if card is not None else spec.tags.get("card")
     rows = probe_rows if probe_rows is not None else np.arange(min(PROBE_ROWS, len(encoded)))
     engine.eval()
     with torch.no_grad():
@@ -48,8 +52,11 @@ def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, probe_ro
         load_tokenizer(spec.model).save_pretrained(out)
         if encoded.label_names is not None:
             (out / "labels.json").write_text(json.dumps({"labels": encoded.label_names}, indent=2))
+        # What `zerotune predict` needs to tokenize new rows as training did.
+        (out / "zerotune.json").write_text(json.dumps({"task": spec.task, "max_length": spec.model.max_length, "labels": encoded.label_names}, indent=2))
         probe = {
             "task": spec.task,
+            "row_ids": [int(i) for i in rows],
             "rows": [encoded.input_ids[i].tolist() for i in rows],
             "logits_shape": list(logits.shape),
             # causal-lm logits are large; the probe keeps the last position's argmax per row

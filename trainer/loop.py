@@ -31,16 +31,16 @@ ENGINE_TAG = "engine"
 
 
 def train_loop_per_worker(config: dict) -> None:
+    # --- setup -----------------------------------------------------------
+    # Library chatter (DeepSpeed logs to stdout) goes to stderr: the driver's stdout carries data (--format json).
+    sys.stdout.flush()
+    os.dup2(2, 1)
     import deepspeed
     import ray
     import ray.train
     import torch
     import torch.distributed as dist
 
-    # --- setup -----------------------------------------------------------
-    # Library chatter (DeepSpeed logs to stdout) goes to stderr: the driver's stdout carries data (--format json).
-    sys.stdout.flush()
-    os.dup2(2, 1)
     spec: FitSpec = config["spec"]
     encoded: Encoded = config["encoded"]
     if isinstance(encoded, ray.ObjectRef):
@@ -93,6 +93,10 @@ def train_loop_per_worker(config: dict) -> None:
             write_json(join(spec.records_uri, "starts", f"fold-{fold}-{time.time_ns()}.json"), {"fold": fold, "start_epoch": start_epoch})
         timings["setup_s"] += time.perf_counter() - t0
 
+        before = None
+        if spec.train.eval_before and start_epoch == 0:
+            before = scalar_metrics(evaluate(engine, encoded, val_rows, spec, device, rank, world))
+
         # --- train and evaluate each epoch ----------------------------------
         best = None
         for epoch in range(start_epoch, spec.train.epochs):
@@ -120,7 +124,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
                         "val_sha": hashlib.sha1(np.asarray(val_rows, dtype=np.int64).tobytes()).hexdigest(),
                         "metrics": scored, "history": history,
-                        "diverged": diverged_at, "resumes": resumes,
+                        "diverged": diverged_at, "resumes": resumes, "before": before,
                     }
                 )
                 if rank == 0 and spec.records_uri:

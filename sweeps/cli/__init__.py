@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def emit(data, *, fmt: str, table) -> None:
+    """Print `data` as JSON or through `table(data)`."""
+    import json
+
+    print(json.dumps(data, indent=2, default=str) if fmt == "json" else table(data), flush=True)
+
+
+def data_stdout(fmt: str):
+    """While a command runs, keep stdout for its data: with --format json, progress and library output go to stderr."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if fmt == "json" else contextlib.nullcontext()
+
+
 def format_error(exc: ZerotuneError) -> str:
     if isinstance(exc, ConfigError):
         return "\n".join(

@@ -50,11 +50,14 @@ def _load(args):
 
 
 def _run(args) -> int:
+    from sweeps.cli import data_stdout, emit
     from sweeps.render import sweep_table
     from sweeps.run import run_sweep
 
-    summary = run_sweep(_load(args), address=args.address, progress=args.format != "json")
-    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else sweep_table(summary))
+    cfg = _load(args)
+    with data_stdout(args.format):
+        summary = run_sweep(cfg, address=args.address, progress=args.format != "json")
+    emit(summary, fmt=args.format, table=sweep_table)
     return 0 if summary["best"] else 1
 
 
@@ -73,6 +76,7 @@ def _status(args) -> int:
     from sweeps.render import sweep_table
     from sweeps.status import sweep_status
 
-    summary = sweep_status(args.sweep, storage=args.storage)
-    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else sweep_table(summary))
+    from sweeps.cli import emit
+
+    emit(sweep_status(args.sweep, storage=args.storage), fmt=args.format, table=sweep_table)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(subparsers) -> None:
@@ -24,11 +23,13 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args) -> int:
+    from sweeps.cli import data_stdout, emit
     from sweeps.config import load_config
     from sweeps.fit import run_fit
     from sweeps.render import fit_table
 
     cfg = load_config(args.config, args.overrides)
-    summary = run_fit(cfg, address=args.address, export=not args.no_export, worker_logs=args.format != "json")
-    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else fit_table(summary))
+    with data_stdout(args.format):
+        summary = run_fit(cfg, address=args.address, export=not args.no_export, worker_logs=args.format != "json")
+    emit(summary, fmt=args.format, table=fit_table)
     return 0

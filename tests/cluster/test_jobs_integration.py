@@ -87,6 +87,8 @@ def ray_head():
         "RAY_AUTH_TOKEN": token,
         "HOME": str(temp / "home"),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Jobs run `python` from PATH: the interpreter that has zerotune installed, as a cluster image would.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
     cmd = [
@@ -191,3 +193,66 @@ def test_cli_never_prints_the_token(ray_head, project):
 
     for run in (submitted, status, logs, refused):
         assert token not in run.stdout + run.stderr
+
+
+def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "name": name, "task": "classification",
+        "model": {"path": str(model_dir), "max_length": 32},
+        "data": {"path": str(data)},
+        "train": {"batch_size": 8, "epochs": 1},
+        "deepspeed": {"zero_stage": 1},
+        # The test head has 2 CPUs: one worker, and the trial driver's sliver of a CPU.
+        "scaling": {"num_workers": 1},
+        "folds": {"k": 2},
+        "search": {"num_trials": 1, "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}}, "scheduler": {"type": "none"}},
+        "storage": {"path": str(storage)},
+    }))
+    return path
+
+
+def _wait(address, job_id, token):
+    from cluster import jobs
+
+    status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=300, poll_s=2)
+    return status, jobs.job_logs(address=address, job_id=job_id, token=token)
+
+
+def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
+    """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps sweep run ...`."""
+    address, token = ray_head["address"], ray_head["token"]
+    work = tmp_path / "work"
+    work.mkdir()
+    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli")
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--",
+                           "python", "-m", "sweeps", "sweep", "run", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job_id = next(w.strip("'") for line in proc.stdout.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+    status, logs = _wait(address, job_id, token)
+    assert status["status"] == "SUCCEEDED", logs[-3000:]
+    summary = json.loads((tmp_path / "results" / "via-ray-cli" / "summary.json").read_text())
+    assert summary["states"]["completed"] == 1 and len(summary["best"]["fold_scores"]) == 2
+    assert token not in logs
+    # without the token the same submission is refused
+    env.pop("RAY_AUTH_TOKEN")
+    refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
+                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+
+
+def test_zerotune_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
+    address, token = ray_head["address"], ray_head["token"]
+    work = tmp_path / "work"
+    work.mkdir()
+    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-zerotune")
+    submitted = _cli(["submit", "sweep.yaml", "--address", address, "--format", "json"], cwd=work, env_extra={"RAY_AUTH_TOKEN": token})
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout.strip().splitlines()[-1])
+    status, logs = _wait(address, job["job_id"], token)
+    assert status["status"] == "SUCCEEDED", logs[-3000:]
+    assert (tmp_path / "results" / "via-zerotune" / "summary.json").exists()

@@ -99,6 +99,7 @@ def test_malformed_yaml_and_good_config(tmp_path):
     proc, _ = _zerotune("sweep", "validate", _write(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "ok: folds: 3 x stratified" in proc.stdout
+    assert not (tmp_path / "results" / "bad").exists()  # validate leaves nothing behind
 
 
 def test_train_fails_before_any_worker_starts(tmp_path):

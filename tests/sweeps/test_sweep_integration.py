@@ -18,13 +18,16 @@ def sweep_raw(model_dir, data, storage, **over):
         "name": "it-sweep", "seed": 3, "task": "classification",
         "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
         "data": {"path": str(data)},
-        "train": {"batch_size": 8, "epochs": 1, "warmup_ratio": 0.0},
+        "train": {"batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
         "deepspeed": {"zero_stage": 1},
         "scaling": {"num_workers": 2},
         "folds": {"k": 3},
         "search": {
             "num_trials": 4,
-            "space": {"learning_rate": {"low": 1e-5, "high": 3e-2, "log": True}, "batch_size": [8, 16]},
+            "space": {"learning_rate": {"low": 1e-6, "high": 1e-2, "log": True}, "batch_size": [4, 8]},
+            # A learning rate that learns the keyword task, then one far too small to: the second
+            # trial's first fold is below the first's, so ASHA (keep the better half) must prune it.
+            "initial_points": [{"learning_rate": 3e-3, "batch_size": 4}, {"learning_rate": 1e-6, "batch_size": 8}],
             "scheduler": {"type": "asha", "grace_folds": 1, "reduction_factor": 2},
         },
         "storage": {"path": str(storage)},

@@ -26,7 +26,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_bert_dir, keyword_
         "storage": {"path": str(tmp_path / "clean")},
     }
     # Workers inherit the environment of the Ray instance, so set the fault before it starts.
-    os.environ["ZEROTUNE_FAULT_KILL_AT"] = f"0:1:3:{marker}"
+    os.environ["ZEROTUNE_FAULT_KILL_AT"] = f"0:2:3:{marker}"  # mid epoch 2: the epoch-1 checkpoint is registered
     try:
         connect(num_cpus=3)
         faulty = run_fit(load_config(raw={**raw, "storage": {"path": str(tmp_path / "faulty")}}), export=False)
@@ -40,11 +40,13 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_bert_dir, keyword_
     finally:
         ray.shutdown()
     record = faulty["history"]
-    assert [h["epoch"] for h in record] == [0, 1, 2]  # epoch 0 came from the checkpoint, 1 was redone
+    assert [h["epoch"] for h in record] == [0, 1, 2]  # epochs 0-1 came from the checkpoint, 2 was redone
     import json
     from pathlib import Path
 
-    fold = json.loads(Path(faulty["metrics_path"]).with_name("records").joinpath("fold-0.json").read_text())
-    assert fold["resumes"] == 1  # one injected failure, one restart
+    records = Path(faulty["metrics_path"]).with_name("records")
+    starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]
+    assert [s["start_epoch"] for s in starts] == [0, 2]  # one injected failure, one restart, from the checkpoint
+    assert json.loads((records / "fold-0.json").read_text())["resumes"] == 1
     assert faulty["metrics"]["eval_loss"] == pytest.approx(clean["metrics"]["eval_loss"], abs=1e-3)
     assert faulty["metrics"]["accuracy"] == pytest.approx(clean["metrics"]["accuracy"], abs=0.02)

@@ -1,0 +1,136 @@
+"""Reports built from synthetic sweep storage (no Ray): every task's plots, importances, states, schema, job lookup."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeps.config import load_config
+
+
+def _schema():
+    from importlib.resources import files
+
+    return json.loads(files("sweeps").joinpath("report.schema.json").read_text())
+
+
+def _fold(task, fold, rng, *, diverged=None):
+    if task == "regression":
+        target = rng.normal(size=40)
+        metrics = {"eval_loss": 0.5, "mse": float(rng.uniform(0.3, 0.6)), "mae": 0.5, "r2": 0.4,
+                   "residuals": {"target": target.round(3).tolist(), "prediction": (target + rng.normal(scale=0.5, size=40)).round(3).tolist()}}
+    else:
+        loss = float(rng.uniform(2, 3))
+        metrics = {"eval_loss": loss, "perplexity": float(np.exp(loss)), "eval_tokens": 900}
+    history = [{"epoch": e, "train_loss": 3.0 - e * 0.3, "eval_loss": metrics["eval_loss"] + 0.1 * (2 - e), "steps": 5, "time": 1.5} for e in range(3)]
+    return {"fold": fold, "metrics": metrics, "history": history, "trainable_params": 1000, "total_params": 1000, "n_train": 80, "n_val": 40, "diverged": diverged, "epochs_run": 3}
+
+
+def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] = ()) -> Path:
+    """trials: [{"params": {...}, "folds": n, "diverged": bool}] -> a sweep directory as `zerotune sweep run` leaves it."""
+    raw = {
+        "name": f"syn-{task}", "task": task, "model": {"path": "/models/x"}, "data": {"path": "/data/x.csv"},
+        "folds": {"k": 3, "test_fraction": 0.2 if test else 0.0},
+        "search": {"num_trials": len(trials), "space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "batch_size": [8, 16]}},
+        "storage": {"path": str(root)},
+    }
+    cfg = load_config(raw=raw)
+    uri = root / cfg.name
+    (uri / "trials").mkdir(parents=True)
+    (uri / "config.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    (uri / "data.json").write_text(json.dumps({"n_rows": 150, "dropped": {}, "label_names": None, "n_test": len(test), "baseline": None}))
+    (uri / "folds.json").write_text(json.dumps({"strategy": "kfold", "test": list(test), "fingerprint": "x", "n_rows": 150, "label_names": None,
+                                                  "folds": [{"train": list(range(0, 80)), "val": list(range(80, 120))}] * 3}))
+    rng = np.random.default_rng(0)
+    for i, t in enumerate(trials):
+        tdir = uri / "trials" / f"t{i:04d}"
+        (tdir / "records").mkdir(parents=True)
+        (tdir / "params.json").write_text(json.dumps({"params": t["params"], "started": 1000.0 + i}))
+        (tdir / "records" / "deepspeed.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+        for f in range(t["folds"]):
+            rec = _fold(task, f, rng, diverged={"fold": 0, "epoch": 0, "step": 2, "loss": "nan"} if t.get("diverged") else None)
+            (tdir / "records" / f"fold-{f}.json").write_text(json.dumps(rec))
+    return uri
+
+
+REG_TRIALS = [
+    {"params": {"learning_rate": 1e-4, "batch_size": 8}, "folds": 3},
+    {"params": {"learning_rate": 3e-3, "batch_size": 16}, "folds": 3},
+    {"params": {"learning_rate": 5e-5, "batch_size": 8}, "folds": 3},
+    {"params": {"learning_rate": 9e-3, "batch_size": 16}, "folds": 1, "diverged": True},
+]
+
+
+def test_regression_report_has_residuals_importances_and_validates(tmp_path):
+    import jsonschema
+
+    from sweeps.report import build_report
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS)
+    out = build_report(str(uri), formats=("html", "md", "json"), out_dir=str(tmp_path / "out"))
+    facts = out["facts"]
+    assert {"optimisation_history", "importances", "fold_spread", "residuals", "loss_curve"} <= set(out["plots"])
+    assert "confusion_matrix" not in out["plots"]
+    assert set(facts["importances"]["values"]) == {"learning_rate", "batch_size"}
+    assert facts["states"] == {"completed": 3, "pruned": 0, "failed": 1, "unfinished": 0}
+    assert facts["best"]["mean"] == min(t["mean"] for t in facts["trials"] if t["state"] == "completed")  # mse: lower is better
+    jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
+    assert "| failed (diverged)" in Path(out["files"]["md"]).read_text()
+
+
+def test_causal_lm_report_has_eval_loss_curve_over_a_uri(tmp_path):
+    from sweeps.report import build_report
+
+    uri = make_storage(tmp_path / "store", task="causal-lm", trials=REG_TRIALS[:2])
+    out = build_report(uri.as_uri(), formats=("md",), out_dir=str(tmp_path / "out"))  # file:// goes through pyarrow
+    assert "loss_curve" in out["plots"] and "residuals" not in out["plots"]
+    assert out["facts"]["best"]["metrics"]["perplexity"]["std"] >= 0
+
+
+def test_one_completed_trial_gives_a_note_not_an_importance_plot(tmp_path):
+    import jsonschema
+
+    from sweeps.report import build_report
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
+    out = build_report(str(uri), formats=("json",), out_dir=str(tmp_path / "out"))
+    assert "importances" not in out["plots"] and out["facts"]["importances"]["values"] == {}
+    assert any("at least 2" in n for n in out["facts"]["notes"])
+    jsonschema.validate(out["facts"], _schema())
+
+
+def test_refit_without_a_test_split_names_test_fraction(tmp_path):
+    from sweeps.refit import refit
+    from trainer.errors import ConfigError
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
+    with pytest.raises(ConfigError) as info:
+        refit(str(uri))
+    assert info.value.field == "folds.test_fraction"
+
+
+def test_cli_report_of_a_missing_sweep_is_one_error_line(tmp_path, capsys):
+    from sweeps.cli import main
+
+    assert main(["report", "nope", "--storage", str(tmp_path)]) == 3
+    assert capsys.readouterr().err.startswith("error: sweep: no sweep")
+
+
+def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypatch):
+    from cluster import jobs
+    from sweeps.job_sweep import job_sweep_uri, parse_entrypoint
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
+    entry = jobs.sweep_entrypoint(config="missing.yaml", overrides=["name=syn-regression", "search.num_trials=2"], storage="s3://bucket/runs")
+    assert parse_entrypoint(entry) == ("missing.yaml", ["name=syn-regression", "search.num_trials=2", "storage.path=s3://bucket/runs"])
+    seen = {}
+
+    def fake_status(*, address, job_id, token):
+        seen.update(address=address, job_id=job_id, token=token)
+        return {"job_id": job_id, "status": "SUCCEEDED", "entrypoint": entry}
+
+    monkeypatch.setattr(jobs, "job_status", fake_status)
+    # The job wrote to s3://bucket/runs; this machine reads the same storage at a local mount.
+    found = job_sweep_uri(address="http://head:8265", job_id="raysubmit_1", token="t0k", storage=str(tmp_path / "store"))
+    assert Path(found) == uri and seen == {"address": "http://head:8265", "job_id": "raysubmit_1", "token": "t0k"}

@@ -1,0 +1,219 @@
+"""One tiny real sweep (completed, pruned and failed trials, then a refit), reported after Ray has stopped.
+
+The sweep's seed and learning-rate range are chosen so that Optuna's first three (random)
+proposals are: a learnable rate (completes), 1.9e4 (with weight decay 0.01 every AdamW step
+scales the weights by 1 - lr * wd = -189, so the loss turns non-finite within a few steps:
+failed) and 2.3e-5 (learns nothing, so ASHA prunes it after one fold).
+"""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from test_sweep_integration import sweep_raw
+
+pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"
+VADER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vader"
+
+
+def report_sweep_raw(model_dir, data, storage):
+    raw = sweep_raw(model_dir, data, storage, name="report", seed=1439)
+    raw["train"] = {**raw["train"], "epochs": 3, "weight_decay": 0.01}
+    raw["folds"] = {"k": 3, "test_fraction": 0.2}
+    raw["search"] = {**raw["search"], "num_trials": 3, "space": {"learning_rate": {"low": 1e-5, "high": 1e5, "log": True}}}
+    raw["storage"] = {**raw["storage"], "checkpoint_every_epoch": False}
+    raw["final"] = {"refit": True}
+    return raw
+
+
+def start_local_ray(num_cpus: int = 3) -> None:
+    """Embedded local Ray as `cluster.local.connect` starts it, with RAY_ADDRESS (its dashboard) in every worker.
+
+    Ray Train's PlacementGroupCleaner asks the state API for address "auto", which fails while another
+    Ray instance runs on the same machine (a shared dev box); a pruned trial's worker group then keeps
+    its CPUs and the next trial never starts. Naming the address avoids that; alone on a machine it changes nothing.
+    """
+    import logging
+    import socket
+
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=num_cpus, dashboard_port=port, log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env={"env_vars": {"RAY_ADDRESS": f"http://127.0.0.1:{port}"}})
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
+    import ray
+
+    from sweeps.config import load_config
+    from sweeps.run import run_sweep
+
+    cfg = load_config(raw=report_sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("report-results")))
+    start_local_ray()
+    try:
+        summary = run_sweep(cfg, progress=False)
+    finally:
+        ray.shutdown()
+    return cfg, summary, Path(summary["storage"])
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    import ray
+
+    from sweeps.report import build_report
+
+    assert not ray.is_initialized()
+    _, _, root = sweep
+    out = tmp_path_factory.mktemp("report")
+    return build_report(str(root), formats=("html", "md", "json"), out_dir=str(out))
+
+
+def _schema():
+    from importlib.resources import files
+
+    return json.loads(files("sweeps").joinpath("report.schema.json").read_text())
+
+
+def test_report_from_storage_has_every_section(report):
+    facts, files = report["facts"], report["files"]
+    assert set(files) == {"html", "md", "json"} and all(Path(p).is_file() for p in files.values())
+    best = facts["best"]
+    assert best is not None and len(best["folds"]) == 3
+    assert set(best["metrics"]["f1_macro"]) == {"mean", "std"}
+    assert best["metrics"]["f1_macro"]["mean"] == pytest.approx(best["mean"])
+    assert best["deepspeed"]["zero_optimization"]["stage"] == 1
+    assert best["config"]["train"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
+    for t in facts["trials"]:
+        assert t["state"] in {"completed", "pruned", "failed"} and t["duration_s"] is not None and t["worker_seconds"] is not None
+        assert t["gpu_hours"] == 0.0
+    expected = {"optimisation_history", "importances", "fold_spread", "confusion_matrix", "roc_curves", "loss_curve", "refit_confusion_matrix"}
+    assert expected <= set(report["plots"]), facts["notes"]
+    for path in report["plots"].values():
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = Path(files["md"]).read_text()
+    for heading in ("## Summary", "## Best trial", "## Best trial: effective config", "## All trials", "## Parameter importances",
+                    "## Plots", "## Best trial: effective DeepSpeed config", "## Refit: test split beside the cross-validation estimate"):
+        assert heading in md
+    for plot in facts["plots"].values():
+        assert f"]({plot['file']})" in md and (Path(files["md"]).parent / plot["file"]).is_file()
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src"))
+
+
+def test_html_opens_in_headless_chromium_without_missing_images(report, tmp_path):
+    from PIL import Image, ImageStat
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
+    html_path = Path(report["files"]["html"])
+    parser = _Images()
+    parser.feed(html_path.read_text())
+    assert len(parser.srcs) == len(report["plots"]) >= 7
+    for src in parser.srcs:
+        assert src and src.startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))).verify()
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1200,2000", html_path.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), proc.stderr[-2000:]
+    image = Image.open(shot).convert("L")
+    stat = ImageStat.Stat(image)
+    assert stat.var[0] > 100, "the screenshot is blank"
+    # Plots fill much of the page: a page of text only (images missing) would be nearly all white.
+    dark = sum(image.histogram()[:200]) / (image.width * image.height)
+    assert dark > 0.02, dark
+
+
+def test_pruned_and_failed_trials_are_shown_and_json_validates(report):
+    import jsonschema
+
+    facts = report["facts"]
+    by_state = {t["state"]: t for t in facts["trials"]}
+    assert {"completed", "pruned", "failed"} <= set(by_state), [(t["state"], t["params"]) for t in facts["trials"]]
+    assert by_state["failed"]["reason"] == "diverged"
+    assert by_state["pruned"]["folds_done"] < 3
+    md = Path(report["files"]["md"]).read_text()
+    assert "| pruned (stopped after" in md and "| failed (diverged)" in md
+    html = Path(report["files"]["html"]).read_text()
+    assert "state-failed" in html and "state-pruned" in html
+    document = json.loads(Path(report["files"]["json"]).read_text())
+    jsonschema.validate(document, _schema())
+    assert document["states"] == facts["states"]
+
+
+def test_refit_test_metrics_in_report_and_export_reloads(sweep, report):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sweeps.prepare import load_examples
+
+    cfg, summary, root = sweep
+    refit = report["facts"]["refit"]
+    assert refit and refit["n_test"] == 48 and refit["n_train"] == 192
+    row = next(r for r in refit["compare"] if r["metric"] == "f1_macro")
+    assert row["test"] is not None and row["cv_mean"] == pytest.approx(summary["best"]["mean"])
+    assert summary["refit"]["metrics"]["f1_macro"] == pytest.approx(row["test"])
+    model_dir = root / "refit" / "model"
+    for name in ("model.safetensors", "tokenizer.json", "labels.json", "config.json", "README.md"):
+        assert (model_dir / name).is_file(), name
+    card = (model_dir / "README.md").read_text()
+    assert "- data:" in card and "- config:" in card and "- test metrics:" in card and "- cross-validation:" in card
+
+    folds = json.loads((root / "folds.json").read_text())
+    examples = load_examples(cfg, min_per_class=2)
+    texts = [examples.texts[i] for i in folds["test"]]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    probe = json.loads((model_dir / "engine_predictions.json").read_text())
+    assert probe["row_ids"] == folds["test"]
+    enc = tok(texts, truncation=True, max_length=cfg.model.max_length, padding=True, return_tensors="pt")
+    assert [ids[: int(m.sum())].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])] == probe["rows"]
+    with torch.no_grad():
+        logits = model(**enc).logits.numpy()
+    np.testing.assert_allclose(logits, np.asarray(probe["values"]), atol=1e-4)
+    labels = np.asarray(examples.labels)[folds["test"]]
+    assert float((logits.argmax(1) == labels).mean()) == pytest.approx(refit["metrics"]["accuracy"])
+
+
+def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
+    import jsonschema
+    import pandas as pd
+
+    _, _, root = sweep
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "report", root.name, "--storage", str(root.parent), "--format", "json", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jsonschema.validate(json.loads(proc.stdout), _schema())
+    rows = pd.read_csv(VADER / "amazon_reviews.csv").head(200)
+    rows.to_csv(tmp_path / "amazon.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "sweeps", "predict", str(root / "refit" / "model"), "--input", str(tmp_path / "amazon.csv"), "--output", str(tmp_path / "pred.csv")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = pd.read_csv(tmp_path / "pred.csv")
+    assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()
+    assert "rows/s" in proc.stdout
