@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(BIN)/zerotune sweep run examples/demo.chatterbot-topics.yaml
 
 test: $(STAMP)
+	# Headless Chromium for the report screenshot test (Debian package; needs root, skipped with a note otherwise).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report screenshot test will be skipped"
 	$(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)

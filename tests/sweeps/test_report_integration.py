@@ -34,25 +34,6 @@ def report_sweep_raw(model_dir, data, storage):
     return raw
 
 
-def start_local_ray(num_cpus: int = 3) -> None:
-    """Embedded local Ray as `cluster.local.connect` starts it, with RAY_ADDRESS (its dashboard) in every worker.
-
-    Ray Train's PlacementGroupCleaner asks the state API for address "auto", which fails while another
-    Ray instance runs on the same machine (a shared dev box); a pruned trial's worker group then keeps
-    its CPUs and the next trial never starts. Naming the address avoids that; alone on a machine it changes nothing.
-    """
-    import logging
-    import socket
-
-    import ray
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray.init(address="local", num_cpus=num_cpus, dashboard_port=port, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {"RAY_ADDRESS": f"http://127.0.0.1:{port}"}})
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
     import ray
@@ -61,7 +42,9 @@ def sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
     from sweeps.run import run_sweep
 
     cfg = load_config(raw=report_sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("report-results")))
-    start_local_ray()
+    from cluster.local import connect
+
+    connect(num_cpus=3, worker_logs=False)
     try:
         summary = run_sweep(cfg, progress=False)
     finally:

@@ -46,7 +46,9 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_bert_dir, keyword_
 
     records = Path(faulty["metrics_path"]).with_name("records")
     starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]
-    assert [s["start_epoch"] for s in starts] == [0, 2]  # one injected failure, one restart, from the checkpoint
+    # One injected failure, one restart, resumed from a checkpoint (the latest one Ray Train had
+    # registered when the worker died: epoch 1's, or epoch 0's if the kill beat its registration).
+    assert len(starts) == 2 and starts[0]["start_epoch"] == 0 and starts[1]["start_epoch"] in (1, 2)
     assert json.loads((records / "fold-0.json").read_text())["resumes"] == 1
     assert faulty["metrics"]["eval_loss"] == pytest.approx(clean["metrics"]["eval_loss"], abs=1e-3)
     assert faulty["metrics"]["accuracy"] == pytest.approx(clean["metrics"]["accuracy"], abs=0.02)
