@@ -28,7 +28,7 @@ def report_sweep_raw(model_dir, data, storage):
     raw = sweep_raw(model_dir, data, storage, name="report", seed=1439)
     raw["train"] = {**raw["train"], "epochs": 3, "weight_decay": 0.01}
     raw["folds"] = {"k": 3, "test_fraction": 0.2}
-    raw["search"] = {**raw["search"], "num_trials": 3, "space": {"learning_rate": {"low": 1e-5, "high": 1e5, "log": True}}}
+    raw["search"] = {**raw["search"], "num_trials": 3, "initial_points": None, "space": {"learning_rate": {"low": 1e-5, "high": 1e5, "log": True}}}
     raw["storage"] = {**raw["storage"], "checkpoint_every_epoch": False}
     raw["final"] = {"refit": True}
     return raw
