@@ -12,7 +12,9 @@ import math
 import time
 
 from trainer.errors import ConfigError, StorageError
-from trainer.storage import exists, join, list_dir, read_json, write_bytes
+from trainer.storage import exists, join, read_json, write_bytes
+
+from sweeps.results import fold_records
 
 SCHEMA_VERSION = 1
 FORMATS = ("html", "md", "json")
@@ -119,7 +121,7 @@ def draw_plots(facts: dict, *, sweep_uri: str) -> dict[str, bytes]:
     if best is None:
         notes.append("no trial completed every fold: no best-trial plots")
     else:
-        fold_metrics = [f["full_metrics"] for f in _best_fold_records(sweep_uri, best["trial_id"])]
+        fold_metrics = [f["metrics"] for f in fold_records(join(sweep_uri, "trials", best["trial_id"]))]
         _task_plots(facts["task"], fold_metrics, best, add, plots, where=f"best trial, {len(fold_metrics)} validation folds")
     refit = facts["refit"]
     if refit and refit.get("confusion_matrix"):
@@ -177,12 +179,6 @@ def _best(cfg, best: dict | None) -> dict | None:
         "folds": folds, "metrics": summary, "deepspeed": best.get("deepspeed"),
         "duration_s": best.get("duration_s"), "worker_seconds": best.get("worker_seconds"), "gpu_hours": best.get("gpu_hours"),
     }
-
-
-def _best_fold_records(uri: str, trial_id: str) -> list[dict]:
-    records = join(uri, "trials", trial_id, "records")
-    names = sorted((n for n in list_dir(records) if n.startswith("fold-") and n.endswith(".json")), key=lambda n: int(n[5:-5]))
-    return [{"full_metrics": read_json(join(records, n))["metrics"]} for n in names]
 
 
 def _refit(uri: str, best: dict | None) -> dict | None:

@@ -12,7 +12,8 @@ from trainer.storage import exists, join, list_dir, read_json
 from sweeps.config import SweepConfig
 
 
-def _fold_records(trial_uri: str) -> list[dict]:
+def fold_records(trial_uri: str) -> list[dict]:
+    """A trial's finished folds (records/fold-<i>.json), in fold order."""
     names = [n for n in list_dir(join(trial_uri, "records")) if n.startswith("fold-") and n.endswith(".json")]
     return sorted((read_json(join(trial_uri, "records", n)) for n in names), key=lambda r: r["fold"])
 
@@ -23,7 +24,7 @@ def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, u
 
     trial_uri = join(uri, "trials", trial_id)
     params = read_json(join(trial_uri, "params.json")) if exists(join(trial_uri, "params.json")) else {"params": {}}
-    folds = _fold_records(trial_uri)
+    folds = fold_records(trial_uri)
     scores = [f["metrics"].get(metric, math.nan) for f in folds]
     last = (result.metrics or {}) if result is not None else {}
     error = result.error if result is not None else None
@@ -79,7 +80,7 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
     if done:
         pick = max if cfg.mode == "max" else min
         best = dict(pick(done, key=lambda t: t["mean"]))
-        best["folds"] = _fold_records(join(uri, "trials", best["trial_id"]))
+        best["folds"] = fold_records(join(uri, "trials", best["trial_id"]))
         ds_path = join(uri, "trials", best["trial_id"], "records", "deepspeed.json")
         best["deepspeed"] = read_json(ds_path) if exists(ds_path) else None
     data = read_json(join(uri, "data.json")) if exists(join(uri, "data.json")) else {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from trainer.errors import TrainingError
-from trainer.storage import join, read_json, write_json
+from trainer.storage import join, write_json
 
 from sweeps.config import SweepConfig
 from sweeps.prepare import fit_spec
@@ -34,7 +34,9 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
     result = trainer.fit()
     if result.error is not None:
         raise TrainingError(f"trial {trial_id} failed: {classify(result.error)}: {str(result.error)[:2000]}")
-    diverged = [r for r in _fold_records(trial_uri, len(folds)) if r.get("diverged")]
+    from sweeps.results import fold_records
+
+    diverged = [r for r in fold_records(trial_uri) if r.get("diverged")]
     if diverged:
         raise TrainingError(f"trial {trial_id} diverged: non-finite loss at {diverged[0]['diverged']}")
 
@@ -46,14 +48,3 @@ def classify(error: BaseException) -> str:
     if "non-finite" in text or "diverged" in text:
         return "diverged"
     return "error"
-
-
-def _fold_records(trial_uri: str, k: int) -> list[dict]:
-    from trainer.storage import exists
-
-    out = []
-    for i in range(k):
-        uri = join(trial_uri, "records", f"fold-{i}.json")
-        if exists(uri):
-            out.append(read_json(uri))
-    return out
