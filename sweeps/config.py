@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PositiveInt, ValidationError, model_validator
 
 from trainer.config import (
     DataConfig,
@@ -76,6 +76,12 @@ class SpaceConfig(Group):
     dropout: FloatRange | None = Field(None, description="Model dropout range")
     zero_stage: list[Literal[0, 1, 2, 3]] | None = Field(None, min_length=1, description="ZeRO stage choices")
     optimizer: list[Literal["adamw", "sgd"]] | None = Field(None, min_length=1, description="Optimizer choices")
+    method: list[Literal["full", "partial", "lora", "prompt-tuning"]] | None = Field(
+        None, min_length=1, description="Fine-tuning method choices (model.method)"
+    )
+    lora_rank: list[PositiveInt] | None = Field(None, min_length=1, description="LoRA rank choices (model.lora.rank; lora trials only)")
+    top_layers: IntRange | None = Field(None, description="partial: range of top blocks trained (model.top_layers)")
+    prompt_tokens: list[PositiveInt] | None = Field(None, min_length=1, description="prompt-tuning: virtual-token count choices")
 
     @model_validator(mode="after")
     def _batch_sizes(self):
@@ -115,7 +121,6 @@ class StorageConfig(Group):
 
 class FinalConfig(Group):
     refit: bool = Field(False, description="Train the best config on all non-test rows, score it on the test split, export it")
-    export: Literal["merged", "adapter"] = Field("merged", description="PEFT models: export merged weights or the adapter")
 
 
 class SweepConfig(Group):

@@ -57,6 +57,14 @@ def fit_split(spec, *, encoded, train_rows, val_rows, scaling, name: str, storag
 
     trainer = build_trainer(spec=spec, encoded=encoded, folds=[(train_rows, val_rows)], scaling=scaling, name=name, storage_path=storage_path)
     result = trainer.fit()
+    from trainer.loop import read_oom
+
+    oom = read_oom(spec.records_uri)
+    if oom is not None:
+        raise TrainingError(
+            f"out of memory at fold {oom['fold']} epoch {oom['epoch']} step {oom['step']}: {oom['error']}",
+            fix="lower train.batch_size (raise train.grad_accum to keep the global batch) or model.max_length, or use deepspeed.zero_stage 3 / offload",
+        )
     if result.error is not None:
         raise TrainingError(f"training failed: {result.error}", fix="see the worker log above; lower the learning rate if the loss diverged")
     record = read_json(join(spec.records_uri, "fold-0.json"))

@@ -37,19 +37,26 @@ def read_rows(path: str, *, text_column: str):
 
 
 def load_model(model_dir: str):
-    """(model, tokenizer, task, max_length) from an exported directory."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    """(model, tokenizer, task, max_length) from an exported directory (full, merged or PEFT adapter)."""
+    from transformers import AutoTokenizer
+
+    from trainer.export import load_exported
 
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise ConfigError([("MODEL_DIR", f"{model_dir} is not a model directory (no config.json)", "pass the model/ directory a refit or `zerotune train` exported")])
     meta = json.loads((path / "zerotune.json").read_text()) if (path / "zerotune.json").is_file() else {}
-    config = AutoConfig.from_pretrained(path)
-    task = meta.get("task") or ("regression" if config.problem_type == "regression" or config.num_labels == 1 else "classification")
+    task = meta.get("task")
+    if task is None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        task = "regression" if config.problem_type == "regression" or config.num_labels == 1 else "classification"
     if task == "causal-lm":
         raise ConfigError([("MODEL_DIR", "zerotune predict runs classification and regression models", "use the causal LM with transformers' generate()")])
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model, _ = load_exported(path, task=task)
+    config = model.config
     max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512)))
     return model, tokenizer, task, max_length
 

@@ -21,8 +21,34 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
         problems.append(("train.batch_size" if cfg.train.batch_size in too_big else "search.space.batch_size", f"batch size {max(too_big)} exceeds the {per_rank} training rows each of {cfg.scaling.num_workers} workers gets", f"use batch sizes <= {per_rank}"))
     elif per_rank < 1:
         problems.append(("scaling.num_workers", f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers", "use fewer workers or more data"))
+    problems += _method_problems(cfg)
     if problems:
         raise ConfigError(problems)
+
+
+def _method_problems(cfg: SweepConfig) -> list:
+    """Fine-tuning method settings checked against the model's config (read, not loaded)."""
+    space = cfg.search.space
+    methods = set(space.method or []) | {cfg.model.method}
+    if methods <= {"full", "lora"}:
+        return []
+    from transformers import AutoConfig
+
+    from trainer.model import locate
+
+    where, gguf = locate(cfg.model)
+    config = AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
+    problems = []
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    top = max(cfg.model.top_layers, space.top_layers.high if space.top_layers else 0)
+    if "partial" in methods and layers is not None and top > layers:
+        key = "search.space.top_layers" if space.top_layers and space.top_layers.high > cfg.model.top_layers else "model.top_layers"
+        problems.append((key, f"the model has {layers} transformer blocks; top_layers goes up to {top}", f"use top_layers <= {layers}"))
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    tokens = max([cfg.model.prompt_tokens, *(space.prompt_tokens or [])])
+    if "prompt-tuning" in methods and positions and cfg.model.max_length + tokens > positions:
+        problems.append(("model.prompt_tokens", f"max_length {cfg.model.max_length} + {tokens} virtual tokens exceeds the model's {positions} positions", f"use model.max_length <= {positions - tokens}"))
+    return problems
 
 
 def _resource_problems(cfg: SweepConfig, resources: dict) -> list:

@@ -59,6 +59,7 @@ def report_facts(sweep_uri: str) -> dict:
         "trials": trials,
         "best": _best(cfg, summary.get("best")),
         "importances": param_importances(trials, space=cfg.search.space, mode=cfg.mode),
+        "methods": compare_methods(trials, default=cfg.model.method, mode=cfg.mode),
         "refit": _refit(sweep_uri, summary.get("best")),
         "plots": {},
         "notes": [],
@@ -152,8 +153,34 @@ def scalar_metrics(metrics: dict) -> dict:
 
 def _trial_row(uri: str, t: dict) -> dict:
     params = _read_optional(join(uri, "trials", t["trial_id"], "params.json")) or {}
-    keys = ("trial_id", "state", "reason", "error", "params", "folds_done", "fold_scores", "mean", "std", "duration_s", "worker_seconds", "gpu_hours", "trainable_params")
+    keys = ("trial_id", "state", "reason", "error", "params", "folds_done", "fold_scores", "mean", "std", "duration_s", "worker_seconds", "gpu_hours", "trainable_params", "total_params")
     return {**{k: t.get(k) for k in keys}, "started": params.get("started")}
+
+
+def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict]:
+    """One row per fine-tuning method: trials, best and median cross-validated score, trainable parameters.
+
+    Only trials that finished every fold are scored (a pruned trial's mean covers fewer folds).
+    """
+    by_method: dict[str, list[dict]] = {}
+    for t in trials:
+        by_method.setdefault((t["params"] or {}).get("method", default), []).append(t)
+    rows = []
+    for method, group in sorted(by_method.items()):
+        done = [t for t in group if t["state"] == "completed" and t["mean"] is not None]
+        means = sorted(t["mean"] for t in done)
+        best = (max if mode == "max" else min)(done, key=lambda t: t["mean"]) if done else None
+        counts = [t["trainable_params"] for t in group if t.get("trainable_params")]
+        totals = [t["total_params"] for t in group if t.get("total_params")]
+        rows.append({
+            "method": method, "trials": len(group), "completed": len(done),
+            "best_mean": best["mean"] if best else None, "best_std": best["std"] if best else None,
+            "best_trial": best["trial_id"] if best else None,
+            "median_mean": means[len(means) // 2] if means else None,
+            "trainable_params_min": min(counts) if counts else None, "trainable_params_max": max(counts) if counts else None,
+            "trainable_share": round(max(counts) / max(totals), 6) if counts and totals else None,
+        })
+    return rows
 
 
 def _best(cfg, best: dict | None) -> dict | None:

@@ -60,6 +60,12 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         for t in facts["trials"]
     ]
     out.append(("All trials", ["trial", "state", "folds", f"mean {metric}", "std", "duration s", "worker-s", "GPU-h", "params"], trial_rows, "In start order."))
+    methods = facts.get("methods") or []
+    if len(methods) > 1 or any(m["method"] != "full" for m in methods):
+        rows = [[m["method"], str(m["trials"]), str(m["completed"]), _fmt(m["best_mean"]), _fmt(m["best_std"]), _fmt(m["median_mean"]),
+                 _params_range(m), _fmt(m["trainable_share"]), _fmt(m["best_trial"])] for m in methods]
+        out.append(("Fine-tuning methods", ["method", "trials", "completed", f"best mean {metric}", "std", f"median {metric}", "trainable params", "trainable share", "best trial"],
+                    rows, "Cross-validated scores of trials that finished every fold, by method."))
     imp = facts["importances"]
     if imp["values"]:
         rows = [[k, _fmt(v)] for k, v in imp["values"].items()]
@@ -67,6 +73,13 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
     else:
         out.append(("Parameter importances", [], [], imp["note"]))
     return out
+
+
+def _params_range(m: dict) -> str:
+    low, high = m["trainable_params_min"], m["trainable_params_max"]
+    if low is None:
+        return "–"
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
 def markdown(facts: dict) -> str:

@@ -28,7 +28,12 @@ def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, u
     scores = [f["metrics"].get(metric, math.nan) for f in folds]
     last = (result.metrics or {}) if result is not None else {}
     error = result.error if result is not None else None
-    if error is not None:
+    from trainer.loop import read_oom
+
+    oom = read_oom(join(trial_uri, "records"))
+    if oom is not None:  # recorded by the worker itself: stands even when Tune's own error text is lost
+        state, reason = "failed", f"out-of-memory at fold {oom['fold']} epoch {oom['epoch']} step {oom['step']}"
+    elif error is not None:
         state, reason = "failed", classify(error)
     elif any(f.get("diverged") for f in folds):
         state, reason = "failed", "diverged"

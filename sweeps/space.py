@@ -28,6 +28,11 @@ def tune_space(space: SpaceConfig) -> dict:
         out["zero_stage"] = tune.choice(list(space.zero_stage))
     if space.optimizer:
         out["optimizer"] = tune.choice(list(space.optimizer))
+    for key in ("method", "lora_rank", "prompt_tokens"):
+        if getattr(space, key):
+            out[key] = tune.choice(list(getattr(space, key)))
+    if space.top_layers:
+        out["top_layers"] = tune.randint(space.top_layers.low, space.top_layers.high + 1)
     return out
 
 
@@ -35,7 +40,10 @@ def apply_params(cfg: SweepConfig, params: dict) -> tuple[TrainConfig, DeepSpeed
     """The fixed config with one trial's sampled values put in."""
     train = cfg.train.model_copy(update={k: _plain(params[k]) for k in TRAIN_KEYS if k in params})
     deepspeed = cfg.deepspeed.model_copy(update={"zero_stage": int(params["zero_stage"])}) if "zero_stage" in params else cfg.deepspeed
-    model = cfg.model.model_copy(update={"dropout": float(params["dropout"])}) if "dropout" in params else cfg.model
+    update = {key: _plain(params[key]) for key in ("dropout", "method", "top_layers", "prompt_tokens") if key in params}
+    if "lora_rank" in params:
+        update["lora"] = cfg.model.lora.model_copy(update={"rank": int(params["lora_rank"])})
+    model = cfg.model.model_copy(update=update) if update else cfg.model
     return train, deepspeed, model
 
 

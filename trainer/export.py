@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.data import Encoded, collate
+from trainer.methods import strip_virtual_tokens
 from trainer.spec import FitSpec
 
 PROBE_ROWS = 16
@@ -22,38 +23,70 @@ def full_state_dict(engine) -> dict | None:
     if engine.zero_optimization_partition_weights():
         return engine._zero3_consolidated_16bit_state_dict()
     rank = dist.get_rank() if dist.is_initialized() else 0
-    return {k: v.detach().cpu() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+    # clone: on CPU .cpu() aliases the live parameters, and a snapshot must not follow later steps
+    return {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()} if rank == 0 else None
 
 
-def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, probe_rows: np.ndarray | None = None, card: dict | None = None) -> None:
-    """Write model + tokenizer + label mapping + the engine's own predictions on a probe batch."""
+def snapshot(engine, *, spec: FitSpec, encoded: Encoded) -> dict:
+    """The engine's weights (rank 0; gathered under ZeRO-3) and its logits on the probe rows, as of now.
+
+    Every rank must call this. Early stopping keeps the best epoch's snapshot so
+    the export holds the weights the fold was scored with, not the last epoch's.
+    """
     import torch
 
-    from trainer.model import load_tokenizer
-    from trainer.storage import filesystem
-
-    # A refit passes its test rows (and the card) through spec.tags: the loop calls this with defaults.
-    if probe_rows is None and spec.tags.get("probe_rows") is not None:
-        probe_rows = np.asarray(spec.tags["probe_rows"], dtype=np.int64)
-    card = card if card is not None else spec.tags.get("card")
-    rows = probe_rows if probe_rows is not None else np.arange(min(PROBE_ROWS, len(encoded)))
+    rows = probe_rows_for(spec, encoded)
     engine.eval()
     with torch.no_grad():
         device = next(engine.module.parameters()).device
         inputs = {k: v.to(device) for k, v in collate(encoded, rows, spec.task).items()}
-        logits = engine(**inputs).logits.float().cpu().numpy()
-    state = full_state_dict(engine)
+        logits = engine(**inputs).logits
+        if spec.task == "causal-lm":
+            logits = strip_virtual_tokens(logits, inputs["input_ids"].size(1))
+        logits = logits.float().cpu().numpy()
+    engine.train()
+    return {"state": full_state_dict(engine), "logits": logits, "rows": rows}
+
+
+def probe_rows_for(spec: FitSpec, encoded: Encoded) -> np.ndarray:
+    # A refit passes its test rows through spec.tags; otherwise the first rows.
+    if spec.tags.get("probe_rows") is not None:
+        return np.asarray(spec.tags["probe_rows"], dtype=np.int64)
+    return np.arange(min(PROBE_ROWS, len(encoded)))
+
+
+def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, best: dict | None = None) -> None:
+    """Write model + tokenizer + label mapping + the engine's own predictions on a probe batch.
+
+    `best`: a `snapshot` to export instead of the engine's current weights (early stopping).
+    """
+    from trainer.model import load_tokenizer
+    from trainer.storage import filesystem
+
+    card = spec.tags.get("card")
+    snap = best or snapshot(engine, spec=spec, encoded=encoded)
+    state, logits, rows = snap["state"], snap["logits"], snap["rows"]
     if rank != 0:
         return
     with tempfile.TemporaryDirectory(prefix="zt-export-") as tmp:
         out = Path(tmp)
-        model = engine.module
-        model.save_pretrained(out, state_dict=state, safe_serialization=True)
+        fmt = export_format(spec.model)
+        if fmt == "full":
+            engine.module.save_pretrained(out, state_dict=state, safe_serialization=True)
+        else:
+            save_peft(state, spec=spec, label_names=encoded.label_names, out=out, fmt=fmt)
         load_tokenizer(spec.model).save_pretrained(out)
         if encoded.label_names is not None:
             (out / "labels.json").write_text(json.dumps({"labels": encoded.label_names}, indent=2))
         # What `zerotune predict` needs to tokenize new rows as training did.
-        (out / "zerotune.json").write_text(json.dumps({"task": spec.task, "max_length": spec.model.max_length, "labels": encoded.label_names}, indent=2))
+        from trainer.model import locate
+
+        base, gguf = locate(spec.model)
+        meta = {
+            "task": spec.task, "max_length": spec.model.max_length, "labels": encoded.label_names,
+            "method": spec.model.method, "format": fmt, "base_model": base, "gguf_file": gguf,
+        }
+        (out / "zerotune.json").write_text(json.dumps(meta, indent=2))
         probe = {
             "task": spec.task,
             "row_ids": [int(i) for i in rows],
@@ -77,6 +110,53 @@ def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, probe_ro
             pafs.copy_files(str(out), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
+def export_format(cfg) -> str:
+    """full (plain model), merged (LoRA folded into the weights) or adapter (PEFT adapter + head)."""
+    if cfg.method in ("full", "partial"):
+        return "full"
+    if cfg.export_format == "auto":
+        return "merged" if cfg.method == "lora" else "adapter"
+    return cfg.export_format
+
+
+def save_peft(state: dict, *, spec: FitSpec, label_names, out: Path, fmt: str) -> None:
+    """Load the gathered weights into a fresh PEFT model on rank 0, then merge or keep the adapter."""
+    from trainer.model import load_model
+
+    fresh = load_model(spec.model, spec.task, label_names=label_names)
+    fresh.load_state_dict(state)
+    if fmt == "merged":
+        fresh.merge_and_unload().save_pretrained(out, safe_serialization=True)
+    else:
+        fresh.save_pretrained(out, safe_serialization=True)
+
+
+def load_exported(model_dir, *, task: str | None = None):
+    """(model in eval mode, zerotune.json metadata) from an exported directory: full, merged or adapter."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path = Path(model_dir)
+    meta = json.loads((path / "zerotune.json").read_text()) if (path / "zerotune.json").is_file() else {}
+    task = task or meta.get("task", "classification")
+    cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    if not (path / "adapter_config.json").is_file():
+        return cls.from_pretrained(path).eval(), meta
+    from peft import PeftModel
+
+    base_path = meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    gguf = {"gguf_file": meta["gguf_file"]} if meta.get("gguf_file") else {}
+    config = AutoConfig.from_pretrained(base_path, **gguf)
+    if task == "regression":
+        config.num_labels, config.problem_type = 1, "regression"
+    elif task == "classification":
+        labels = meta.get("labels") or []
+        config.num_labels, config.id2label = len(labels), dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+    extra = {} if task == "causal-lm" else {"ignore_mismatched_sizes": True}  # the adapter carries the trained head
+    base = cls.from_pretrained(base_path, config=config, **gguf, **extra)
+    return PeftModel.from_pretrained(base, path).eval(), meta
+
+
 def model_card(spec: FitSpec, encoded: Encoded, card: dict) -> str:
     lines = [
         "---",
@@ -89,10 +169,15 @@ def model_card(spec: FitSpec, encoded: Encoded, card: dict) -> str:
         f"- hyperparameters: learning_rate={spec.train.learning_rate:g}, batch_size={spec.train.batch_size}, "
         f"epochs={spec.train.epochs}, weight_decay={spec.train.weight_decay:g}, optimizer={spec.train.optimizer}, "
         f"zero_stage={spec.deepspeed.zero_stage}",
+        f"- method: {spec.model.method} (export: {export_format(spec.model)})",
     ]
     if encoded.label_names:
         lines.append(f"- labels: {', '.join(encoded.label_names)}")
     for key, value in card.items():
         lines.append(f"- {key}: {value}")
-    lines += ["", "Reload with `AutoModelForSequenceClassification.from_pretrained(dir)` (or `AutoModelForCausalLM`).", ""]
+    if export_format(spec.model) == "adapter":
+        lines += ["", "A PEFT adapter over the base model above: reload with `trainer.export.load_exported(dir)` "
+                  "(or `PeftModel.from_pretrained(base, dir)`).", ""]
+    else:
+        lines += ["", "Reload with `AutoModelForSequenceClassification.from_pretrained(dir)` (or `AutoModelForCausalLM`).", ""]
     return "\n".join(lines)

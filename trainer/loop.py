@@ -23,6 +23,7 @@ import numpy as np
 
 from trainer.data import Encoded, collate
 from trainer.ds_config import build_deepspeed_config
+from trainer.methods import strip_virtual_tokens
 from trainer.metrics import causal_lm_metrics, classification_metrics, regression_metrics, scalar_metrics
 from trainer.spec import FitSpec
 
@@ -53,6 +54,12 @@ def train_loop_per_worker(config: dict) -> None:
         torch.cuda.set_device(device)
     bf16_ok = spec.use_gpu and torch.cuda.is_bf16_supported()
     state = _resume_state(ray.train.get_checkpoint())
+    oom = read_oom(spec.records_uri)
+    if oom is not None:
+        # The same batch would run out of memory again: end this fit, the driver fails it as out-of-memory.
+        if rank == 0:
+            log.warning("not retrying: out of memory at fold %s epoch %s step %s", oom["fold"], oom["epoch"], oom["step"])
+        return
     fold_results: list[dict] = state["fold_results"]
     timings = {"train_s": 0.0, "eval_s": 0.0, "setup_s": 0.0, "checkpoint_s": 0.0}
     if rank == 0 and state["fold"] is not None:
@@ -98,20 +105,31 @@ def train_loop_per_worker(config: dict) -> None:
             before = scalar_metrics(evaluate(engine, encoded, val_rows, spec, device, rank, world))
 
         # --- train and evaluate each epoch ----------------------------------
-        best = None
+        best, best_snapshot = None, None
+        # Early stopping exports the best epoch's weights: keep a snapshot of them (fits that export only).
+        keep_best = bool(spec.export_uri and spec.train.early_stopping_patience and fold == len(folds) - 1)
         for epoch in range(start_epoch, spec.train.epochs):
             t_epoch = t0 = time.perf_counter()
             rows = _epoch_rows(train_rows, spec.seed, fold, epoch, rank, world)[: micro_batches * spec.train.batch_size]
-            train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch)
-            timings["train_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            metrics = evaluate(engine, encoded, val_rows, spec, device, rank, world)
-            timings["eval_s"] += time.perf_counter() - t0
+            try:
+                train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch)
+                timings["train_s"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                metrics = evaluate(engine, encoded, val_rows, spec, device, rank, world)
+                timings["eval_s"] += time.perf_counter() - t0
+            except Exception as exc:
+                if is_oom(exc):
+                    _record_oom(spec, exc, fold=fold, epoch=epoch, rank=rank)
+                raise
             metrics["train_loss"] = train_loss
             history.append({"epoch": epoch, **scalar_metrics(metrics), "steps": len(rows) // spec.train.batch_size, "time": round(time.perf_counter() - t_epoch, 2)})
             score = metrics.get(spec.metric, float("nan"))
             if best is None or _better(score, best[1], spec.mode):
                 best = (epoch, score, metrics)
+                if keep_best:
+                    from trainer.export import snapshot
+
+                    best_snapshot = snapshot(engine, spec=spec, encoded=encoded)
             stalled = _stalled(history, spec)
             last = epoch == spec.train.epochs - 1 or stalled or diverged_at is not None
             if last:
@@ -152,7 +170,9 @@ def train_loop_per_worker(config: dict) -> None:
         if spec.export_uri and fold == len(folds) - 1:
             from trainer.export import export_model
 
-            export_model(engine, spec=spec, encoded=encoded, rank=rank)
+            if keep_best and best_snapshot is None and rank == 0:
+                log.warning("the best epoch was before a restart: exporting the last epoch's weights")
+            export_model(engine, spec=spec, encoded=encoded, rank=rank, best=best_snapshot)
         del engine, model
         state = {**_EMPTY, "fold_results": fold_results}
     if dist.is_initialized():
@@ -174,6 +194,21 @@ def _epoch_rows(train_rows: np.ndarray, seed: int, fold: int, epoch: int, rank: 
     return perm[rank::world][:per_rank]
 
 
+def _maybe_kill_in_checkpoint(fold: int, epoch: int) -> None:
+    """Test hook: ZEROTUNE_FAULT_KILL_IN_CHECKPOINT='fold:epoch:marker' SIGKILLs rank 0 once, after the
+    engine state of that epoch's checkpoint is written and before its state.json: a half-written checkpoint."""
+    spec = os.environ.get("ZEROTUNE_FAULT_KILL_IN_CHECKPOINT")
+    if not spec:
+        return
+    f, e, marker = spec.split(":", 2)
+    if (fold, epoch) == (int(f), int(e)) and not Path(marker).exists():
+        import ray.train
+
+        if ray.train.get_context().get_world_rank() == 0:
+            Path(marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _maybe_inject_fault(fold: int, epoch: int, step: int) -> None:
     """Test hook: ZEROTUNE_FAULT_KILL_AT='fold:epoch:step:marker' SIGKILLs this process once."""
     spec = os.environ.get("ZEROTUNE_FAULT_KILL_AT")
@@ -188,6 +223,54 @@ def _maybe_inject_fault(fold: int, epoch: int, step: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _maybe_limit_memory(batch: int) -> None:
+    """Test hook: ZEROTUNE_FAULT_OOM_BATCH=N caps the address space at its current size once a
+    batch of N or more rows trains, so the step's next allocation fails as a real OOM would."""
+    limit = os.environ.get("ZEROTUNE_FAULT_OOM_BATCH")
+    if limit and batch >= int(limit):
+        import resource
+
+        size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (size, resource.RLIM_INFINITY))
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA OOM, Python MemoryError, or the CPU allocator's failure (a RuntimeError)."""
+    import torch
+
+    text = str(exc)
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _record_oom(spec: FitSpec, exc: BaseException, *, fold: int, epoch: int, rank: int) -> None:
+    """Write records/oom-rank<r>.json so that the restart stops and the trial is failed as out-of-memory."""
+    import resource
+
+    import torch
+
+    # Give back what an allocation limit (or a full GPU) took, so the record can be written.
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = {"fold": fold, "epoch": epoch, "step": getattr(exc, "zerotune_step", None), "rank": rank,
+             "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    log.error("out of memory at fold %d epoch %d step %s (rank %d): %s", fold, epoch, where["step"], rank, where["error"])
+    if spec.records_uri:
+        from trainer.storage import join, write_json
+
+        write_json(join(spec.records_uri, f"oom-rank{rank}.json"), where)
+
+
+def read_oom(records_uri: str | None) -> dict | None:
+    """The first out-of-memory record of a fit, or None."""
+    if not records_uri:
+        return None
+    from trainer.storage import join, list_dir, read_json
+
+    names = sorted(n for n in list_dir(records_uri) if n.startswith("oom-") and n.endswith(".json"))
+    return read_json(join(records_uri, names[0])) if names else None
+
+
 def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, device, fold: int, epoch: int):
     """One epoch; returns (mean loss, None) or (nan, where it diverged)."""
     import torch
@@ -198,10 +281,15 @@ def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, devi
     total, count = 0.0, 0
     for step, start in enumerate(range(0, len(rows), batch)):
         _maybe_inject_fault(fold, epoch, step)
+        _maybe_limit_memory(batch)
         inputs = {k: v.to(device) for k, v in collate(encoded, rows[start : start + batch], spec.task).items()}
-        loss = engine(**inputs).loss
-        engine.backward(loss)
-        engine.step()
+        try:
+            loss = engine(**inputs).loss
+            engine.backward(loss)
+            engine.step()
+        except Exception as exc:
+            exc.zerotune_step = step  # where, for the out-of-memory record
+            raise
         seen = loss.detach().float().reshape(1).clone()
         if dist.is_initialized():
             dist.all_reduce(seen)
@@ -236,7 +324,7 @@ def evaluate(engine, encoded: Encoded, val_rows: np.ndarray, spec: FitSpec, devi
             if real == 0:
                 continue
             if spec.task == "causal-lm":
-                logits = out.logits[:, :-1].float()
+                logits = strip_virtual_tokens(out.logits, inputs["labels"].size(1))[:, :-1].float()
                 labels = inputs["labels"][:, 1:]
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum")
                 loss_sum += float(loss)
@@ -318,6 +406,7 @@ def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_re
     with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
         if save:
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
+        _maybe_kill_in_checkpoint(fold, epoch)
         if ray.train.get_context().get_world_rank() == 0:
             state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history, "resumes": resumes}
             Path(tmp, "state.json").write_text(json.dumps(state, default=float))

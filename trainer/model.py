@@ -43,7 +43,14 @@ def load_tokenizer(cfg: ModelConfig):
 
 
 def load_model(cfg: ModelConfig, task: Task, *, label_names: list[str] | None = None):
-    """A fresh model for the task; dropout overrides applied to its config."""
+    """A fresh model for the task, dropout overrides applied, with the fine-tuning method (trainer.methods) applied."""
+    from trainer.methods import apply_method
+
+    return apply_method(load_base_model(cfg, task, label_names=label_names), cfg, task)
+
+
+def load_base_model(cfg: ModelConfig, task: Task, *, label_names: list[str] | None = None):
+    """A fresh transformers model for the task; dropout overrides applied to its config."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     where, gguf = locate(cfg)

@@ -85,3 +85,18 @@ def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, st
         from pathlib import Path
 
         _reload_and_compare(Path(summary["model_dir"]), "causal-lm")
+
+
+def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epoch(tmp_path, tiny_bert_dir, keyword_csv):
+    from pathlib import Path
+
+    # A learning rate this small cannot move macro-F1: the fold stalls after its first epoch.
+    cfg = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1)
+    summary = run_fit(cfg, export=True)
+    history = summary["history"]
+    assert len(history) == 2, history  # stopped after patience (1) epochs without improvement, not at 5
+    record = json.loads(Path(summary["metrics_path"]).parent.joinpath("records", "fold-0.json").read_text())
+    assert record["stopped_early"] and record["best_epoch"] == 0 and record["epochs_run"] == 2
+    for key in ("f1_macro", "accuracy", "eval_loss"):
+        assert summary["metrics"][key] == history[0][key]
+    _reload_and_compare(Path(summary["model_dir"]), "classification")
