@@ -21,6 +21,8 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: b
         return ray.cluster_resources()
     kwargs = {"log_to_driver": worker_logs, "logging_level": logging.WARNING if quiet else logging.INFO}
     env_address = os.environ.get("RAY_ADDRESS")
+    if address or env_address:
+        probe(address or env_address)
     try:
         if address or env_address:
             ray.init(address=address or env_address, **kwargs)
@@ -53,12 +55,42 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: b
     return ray.cluster_resources()
 
 
+def probe(address: str, *, timeout_s: float = 3.0) -> None:
+    """Fail in seconds, not after Ray's own minute of retries, when nothing listens at `address`."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.hostname is None or parts.port is None:
+        return  # let Ray interpret it
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach Ray at {address}: {exc.strerror or exc}",
+            field="--address",
+            fix="check the head's address and port (GCS port, default 6379; ray:// client port 10001) and that it is running",
+        ) from None
+
+
 def _free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def local_resources(*, gpus: bool = False) -> dict:
+    """What the embedded local Ray would have, without starting it (as `connect()` sizes it)."""
+    out = {"CPU": float((os.cpu_count() or 1) + 1)}
+    if gpus:
+        import torch
+
+        out["GPU"] = float(torch.cuda.device_count())
+    return out
 
 
 def free_resources() -> dict:

@@ -22,6 +22,7 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
     elif per_rank < 1:
         problems.append(("scaling.num_workers", f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers", "use fewer workers or more data"))
     problems += _method_problems(cfg)
+    problems += _offload_memory_problems(cfg, resources)
     if problems:
         raise ConfigError(problems)
 
@@ -49,6 +50,45 @@ def _method_problems(cfg: SweepConfig) -> list:
     if "prompt-tuning" in methods and positions and cfg.model.max_length + tokens > positions:
         problems.append(("model.prompt_tokens", f"max_length {cfg.model.max_length} + {tokens} virtual tokens exceeds the model's {positions} positions", f"use model.max_length <= {positions - tokens}"))
     return problems
+
+
+# Host bytes per parameter that ZeRO-Offload keeps in CPU memory: fp32 weights, gradients and
+# Adam's two moments for the optimizer (16), the weights themselves for parameter offload (4).
+OFFLOAD_BYTES = {"optimizer": 16, "params": 4}
+
+
+def count_parameters(cfg: SweepConfig) -> int:
+    """Parameters of the configured model, from its config alone (built on the meta device, no weights read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from trainer.model import locate
+
+    where, gguf = locate(cfg.model)
+    config = AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
+    cls = AutoModelForCausalLM if cfg.task == "causal-lm" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _offload_memory_problems(cfg: SweepConfig, resources: dict | None) -> list:
+    ds = cfg.deepspeed
+    if not (ds.offload_optimizer or ds.offload_params):
+        return []
+    per_param = OFFLOAD_BYTES["optimizer"] * ds.offload_optimizer + OFFLOAD_BYTES["params"] * ds.offload_params
+    need = count_parameters(cfg) * per_param
+    if resources is not None and resources.get("memory"):
+        have, where = float(resources["memory"]), "the cluster's nodes have"
+    else:
+        import psutil
+
+        have, where = float(psutil.virtual_memory().available), "this machine has"
+    if need <= have:
+        return []
+    field = "deepspeed.offload_params" if ds.offload_params else "deepspeed.offload_optimizer"
+    return [(field, f"ZeRO offload keeps about {need / 2**30:.0f} GiB in host memory ({per_param} bytes x parameters); {where} {have / 2**30:.0f} GiB",
+             "add nodes (offloaded state is split across them), turn offload off and use GPUs with ZeRO-3, or pick a smaller model")]
 
 
 def _resource_problems(cfg: SweepConfig, resources: dict) -> list:

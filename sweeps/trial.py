@@ -50,6 +50,6 @@ def classify(error: BaseException) -> str:
     text = f"{type(error).__name__} {error}".lower()
     if any(k in text for k in ("out of memory", "outofmemory", "memoryerror", "can't allocate memory", "ran out of memory")):
         return "out-of-memory"
-    if "non-finite" in text or "diverged" in text:
+    if "diverged: non-finite loss" in text:  # our own message; tracebacks also show code that says "diverged"
         return "diverged"
     return "error"

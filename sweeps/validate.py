@@ -9,11 +9,10 @@ from sweeps.run import check_writable, prepare_sweep, sweep_uri
 
 def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
     examples, folds = prepare_sweep(cfg)
-    resources = None
-    if address:
-        from cluster.local import connect
+    from cluster.local import connect, local_resources
 
-        resources = connect(address=address)
+    # With no address, `sweep run` starts an embedded Ray sized to this machine: check against that.
+    resources = connect(address=address) if address else local_resources(gpus=cfg.scaling.use_gpu)
     check_fit(cfg, resources=resources, n_train=min(len(t) for t, _ in folds.folds))
     from trainer.model import locate
 
@@ -27,6 +26,6 @@ def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
         f"batches fit {cfg.scaling.num_workers} workers",
         f"storage writable: {uri}",
     ]
-    if resources is not None:
+    if address:
         checks.append(f"cluster has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return {"ok": True, "checks": checks}

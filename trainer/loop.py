@@ -230,6 +230,11 @@ def _maybe_limit_memory(batch: int) -> None:
     if limit and batch >= int(limit):
         import resource
 
+        import torch
+
+        # oneDNN's kernels would fail first, with a generic "could not create a primitive"; the
+        # plain kernels allocate through torch's CPU allocator, whose failure names memory.
+        torch.backends.mkldnn.enabled = False
         size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
         resource.setrlimit(resource.RLIMIT_AS, (size, resource.RLIM_INFINITY))
 

@@ -200,9 +200,9 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
 
     path.write_text(yaml.safe_dump({
         "name": name, "task": "classification",
-        "model": {"path": str(model_dir), "max_length": 32},
+        "model": {"path": str(model_dir), "max_length": 16},
         "data": {"path": str(data)},
-        "train": {"batch_size": 8, "epochs": 1},
+        "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},  # the job path is tested, not learning
         "deepspeed": {"zero_stage": 1},
         # The test head has 2 CPUs: one worker, and the trial driver's sliver of a CPU.
         "scaling": {"num_workers": 1},

@@ -66,7 +66,23 @@ CASES = {
     "name escapes storage": (lambda p: {"name": "../../etc"}, "name"),
     "offload without stage": (lambda p: {"deepspeed": {"zero_stage": 1, "offload_params": True}}, "deepspeed"),
     "nothing to search": (lambda p: {"search": {"space": {}}}, "search.space"),
+    "more workers than cpus": (lambda p: {"scaling": {"num_workers": 64}}, "scaling.num_workers"),
+    "offload beyond ram": (lambda p: {"model": {"path": str(_huge_model(p))}, "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}}, "deepspeed.offload_params"),
+    "top layers beyond model": (lambda p: {"model": {"method": "partial", "top_layers": 7}}, "model.top_layers"),
 }
+
+
+def _huge_model(tmp_path):
+    """A 69B-parameter Llama, as config.json only: the offload check sizes it without weights."""
+    import json
+
+    where = tmp_path / "llama-69b"
+    where.mkdir()
+    (where / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "intermediate_size": 28672,
+        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000,
+    }))
+    return where
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -114,3 +130,15 @@ def test_help_shows_field_docs():
     proc, _ = _zerotune("sweep", "run", "--help")
     assert proc.returncode == 0
     assert "search.scheduler.grace_folds" in proc.stdout and "Folds every trial finishes" in proc.stdout
+
+
+def test_unreachable_address_fails_in_seconds(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc, seconds = _zerotune("sweep", "validate", _write(tmp_path), "--address", f"127.0.0.1:{port}")
+    assert proc.returncode == 4 and seconds < 10, proc.stderr
+    assert proc.stderr.startswith("error: --address: cannot reach Ray at 127.0.0.1:") and "fix:" in proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -65,7 +65,7 @@ def test_every_trial_is_scored_on_the_same_folds(sweep):
     assert len(summary["trials"]) == 4
     for trial in summary["trials"]:
         records = sorted((root / "trials" / trial["trial_id"] / "records").glob("fold-*.json"))
-        assert len(records) == trial["folds_done"] >= 1
+        assert len(records) == trial["folds_done"] >= (0 if trial["state"] == "failed" else 1)
         for rec in map(lambda p: json.loads(p.read_text()), records):
             assert rec["val_sha"] == expected[rec["fold"]]
 

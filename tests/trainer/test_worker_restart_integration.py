@@ -54,7 +54,8 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path, tiny_bert_dir, keyword_
     # beat Ray Train's registration of epoch 0's checkpoint). The second resumed after epoch 1 (or 0).
     assert [s["start_epoch"] for s in starts][:1] == [0] and len(starts) == 3, starts
     assert starts[1]["start_epoch"] in (0, 1) and starts[2]["start_epoch"] in (1, 2), starts
-    # Retries == injected failures (2); `resumes` counts the restarts that found a checkpoint.
-    assert json.loads((records / "fold-0.json").read_text())["resumes"] == sum(s["start_epoch"] > 0 for s in starts[1:]) >= 1
+    # Retries (the restarts above) == injected failures. `resumes` counts the restarts in the lineage of
+    # the checkpoint the fit finished from: 2, or 1 when the last restart went back to the first attempt's.
+    assert json.loads((records / "fold-0.json").read_text())["resumes"] in (1, 2)
     assert faulty["metrics"]["eval_loss"] == pytest.approx(clean["metrics"]["eval_loss"], abs=1e-3)
     assert faulty["metrics"]["accuracy"] == pytest.approx(clean["metrics"]["accuracy"], abs=0.02)
