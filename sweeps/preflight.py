@@ -33,12 +33,7 @@ def _method_problems(cfg: SweepConfig) -> list:
     methods = set(space.method or []) | {cfg.model.method}
     if methods <= {"full", "lora"}:
         return []
-    from transformers import AutoConfig
-
-    from trainer.model import locate
-
-    where, gguf = locate(cfg.model)
-    config = AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
+    config = model_config(cfg)
     problems = []
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     top = max(cfg.model.top_layers, space.top_layers.high if space.top_layers else 0)
@@ -57,16 +52,58 @@ def _method_problems(cfg: SweepConfig) -> list:
 OFFLOAD_BYTES = {"optimizer": 16, "params": 4}
 
 
-def count_parameters(cfg: SweepConfig) -> int:
-    """Parameters of the configured model, from its config alone (built on the meta device, no weights read)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+def model_config(cfg: SweepConfig):
+    """The model's config: config.json read as is (fast), else transformers' AutoConfig (GGUF)."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
 
     from trainer.model import locate
 
     where, gguf = locate(cfg.model)
+    if not gguf and (Path(where) / "config.json").is_file():
+        return SimpleNamespace(**json.loads((Path(where) / "config.json").read_text()))
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
+
+
+def count_parameters(cfg: SweepConfig) -> int:
+    """About how many parameters the configured model has, from its config.json alone (no weights read).
+
+    A transformer estimate (embeddings + per-block attention and MLP): this check must answer in
+    seconds, and a memory budget needs the order of magnitude, not the last parameter. Without a
+    config.json (a .gguf file), the model is built on the meta device instead.
+    """
+    import json
+    from pathlib import Path
+
+    from trainer.model import locate
+
+    where, gguf = locate(cfg.model)
+    config_file = Path(where) / "config.json"
+    if gguf or not config_file.is_file():
+        return _count_on_meta(where, gguf, cfg.task)
+    c = json.loads(config_file.read_text())
+    h = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
+    layers = c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers")
+    if not (h and layers):
+        return _count_on_meta(where, None, cfg.task)
+    inter = c.get("intermediate_size") or c.get("n_inner") or 4 * h
+    heads = c.get("num_attention_heads") or c.get("n_head") or 1
+    kv = h * (c.get("num_key_value_heads") or heads) // heads
+    gated = c.get("model_type") in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
+    block = 2 * h * h + 2 * h * kv + (3 if gated else 2) * h * inter
+    embeddings = c.get("vocab_size", 0) * h * (1 if c.get("tie_word_embeddings", not gated) else 2)
+    return int(embeddings + layers * block)
+
+
+def _count_on_meta(where: str, gguf: str | None, task: str) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
     config = AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
-    cls = AutoModelForCausalLM if cfg.task == "causal-lm" else AutoModelForSequenceClassification
+    cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
     with torch.device("meta"):
         model = cls.from_config(config)
     return sum(p.numel() for p in model.parameters())

@@ -67,20 +67,20 @@ CASES = {
     "offload without stage": (lambda p: {"deepspeed": {"zero_stage": 1, "offload_params": True}}, "deepspeed"),
     "nothing to search": (lambda p: {"search": {"space": {}}}, "search.space"),
     "more workers than cpus": (lambda p: {"scaling": {"num_workers": 64}}, "scaling.num_workers"),
-    "offload beyond ram": (lambda p: {"model": {"path": str(_huge_model(p))}, "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}}, "deepspeed.offload_params"),
+    "offload beyond ram": (lambda p: {"model": {"path": str(_huge_model(p))}, "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(100)))}, "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}}, "deepspeed.offload_params"),
     "top layers beyond model": (lambda p: {"model": {"method": "partial", "top_layers": 7}}, "model.top_layers"),
 }
 
 
 def _huge_model(tmp_path):
-    """A 69B-parameter Llama, as config.json only: the offload check sizes it without weights."""
+    """A ~43B-parameter Llama (few, wide layers: quick to build on the meta device), as config.json only."""
     import json
 
-    where = tmp_path / "llama-69b"
+    where = tmp_path / "llama-43b"
     where.mkdir()
     (where / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "intermediate_size": 28672,
-        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000,
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384, "intermediate_size": 65536,
+        "num_hidden_layers": 8, "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 256000,
     }))
     return where
 
