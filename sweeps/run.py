@@ -94,6 +94,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     log.warning("sweep %s: %d rows, %d folds (%s), %d trials -> %s", cfg.name, len(examples), cfg.folds.k, folds.strategy, cfg.search.num_trials, uri)
 
     from sweeps.trial import run_trial
+    from sweeps.watch import StorageWatch, raise_if_storage_broke
 
     trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=uri, encoded=encoded, folds=folds.folds)
     # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
@@ -122,9 +123,15 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
                 name="tune", storage_path=fs_path, storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=0),  # Train restarts worker groups; a trial that still fails stays failed
                 verbose=1 if progress else 0,
+                callbacks=[StorageWatch(uri)],
             ),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except Exception:
+        raise_if_storage_broke(uri, cfg.storage.path, cfg.name)
+        raise
+    raise_if_storage_broke(uri, cfg.storage.path, cfg.name)
     summary = collect(uri, cfg=cfg, grid=grid, wall_s=time.time() - started)
     write_json(join(uri, "summary.json"), summary)
     if cfg.final.refit:

@@ -112,7 +112,8 @@ def train_loop_per_worker(config: dict) -> None:
             t_epoch = t0 = time.perf_counter()
             rows = _epoch_rows(train_rows, spec.seed, fold, epoch, rank, world)[: micro_batches * spec.train.batch_size]
             try:
-                train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch)
+                step_times, tokens = [], [0, 0]
+                train_loss, diverged_at = _train_epoch(engine, encoded, rows, spec, device, fold, epoch, step_times, tokens)
                 timings["train_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 metrics = evaluate(engine, encoded, val_rows, spec, device, rank, world)
@@ -122,7 +123,14 @@ def train_loop_per_worker(config: dict) -> None:
                     _record_oom(spec, exc, fold=fold, epoch=epoch, rank=rank)
                 raise
             metrics["train_loss"] = train_loss
-            history.append({"epoch": epoch, **scalar_metrics(metrics), "steps": len(rows) // spec.train.batch_size, "time": round(time.perf_counter() - t_epoch, 2)})
+            # Throughput of the steps themselves (median step, whole worker group): what the benchmarks compare.
+            step_s = float(np.median(step_times)) if step_times else float("nan")
+            history.append({
+                "epoch": epoch, **scalar_metrics(metrics), "steps": len(step_times), "time": round(time.perf_counter() - t_epoch, 2),
+                "step_s": round(step_s, 4), "samples_per_s": round(world * spec.train.batch_size / step_s, 2) if step_times else None,
+                "tokens_per_s": round(world * tokens[0] / sum(step_times), 1) if step_times else None,
+                "padded_tokens_per_s": round(world * tokens[1] / sum(step_times), 1) if step_times else None,
+            })
             score = metrics.get(spec.metric, float("nan"))
             if best is None or _better(score, best[1], spec.mode):
                 best = (epoch, score, metrics)
@@ -152,7 +160,8 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 print(
                     f"fold {fold + 1}/{len(folds)} epoch {epoch + 1}/{spec.train.epochs}: train_loss {train_loss:.4f} "
-                    f"{spec.metric} {score:.4f}" + (" (early stop)" if stalled and not diverged_at else ""),
+                    f"{spec.metric} {score:.4f}, {history[-1]['samples_per_s'] or 0:.1f} samples/s"
+                    + (" (early stop)" if stalled and not diverged_at else ""),
                     file=sys.stderr, flush=True,  # stdout stays clean for --format json
                 )
             report = _report_metrics(fold_results, metrics, spec, fold, epoch, len(folds), timings, n_trainable, n_total)
@@ -276,8 +285,11 @@ def read_oom(records_uri: str | None) -> dict | None:
     return read_json(join(records_uri, names[0])) if names else None
 
 
-def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, device, fold: int, epoch: int):
-    """One epoch; returns (mean loss, None) or (nan, where it diverged)."""
+def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, device, fold: int, epoch: int, step_times: list, tokens: list):
+    """One epoch; returns (mean loss, None) or (nan, where it diverged).
+
+    Appends each step's seconds to `step_times` and adds this rank's (real, padded) token counts to `tokens`.
+    """
     import torch
     import torch.distributed as dist
 
@@ -285,6 +297,7 @@ def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, devi
     batch = spec.train.batch_size
     total, count = 0.0, 0
     for step, start in enumerate(range(0, len(rows), batch)):
+        t_step = time.perf_counter()
         _maybe_inject_fault(fold, epoch, step)
         _maybe_limit_memory(batch)
         inputs = {k: v.to(device) for k, v in collate(encoded, rows[start : start + batch], spec.task).items()}
@@ -304,6 +317,9 @@ def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, devi
             return float("nan"), {"fold": fold, "epoch": epoch, "step": step, "loss": str(value)}
         total += value
         count += 1
+        step_times.append(time.perf_counter() - t_step)
+        tokens[0] += int(inputs["attention_mask"].sum())
+        tokens[1] += int(inputs["attention_mask"].numel())
     return total / max(count, 1), None
 
 

@@ -80,7 +80,7 @@ def ray_head():
     temp = Path(tempfile.mkdtemp(prefix="ztj", dir="/tmp"))
     (temp / "home").mkdir()
     token = secrets.token_hex(24)
-    dashboard = _free_port()
+    dashboard, gcs = _free_port(), _free_port()
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",
@@ -93,7 +93,7 @@ def ray_head():
     env.pop("RAY_ADDRESS", None)
     cmd = [
         ray, "start", "--head", "--block", "--num-cpus=2", "--disable-usage-stats",
-        f"--port={_free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+        f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
         f"--temp-dir={temp / 'ray'}",
     ]
@@ -114,7 +114,7 @@ def ray_head():
             assert proc.poll() is None, (temp / "head.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "Ray head did not come up in 60 s"
             time.sleep(0.5)
-        yield {"address": address, "token": token, "temp": temp}
+        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "token": token, "temp": temp}
     finally:
         _stop(proc, str(temp))
         log.close()
@@ -195,7 +195,30 @@ def test_cli_never_prints_the_token(ray_head, project):
         assert token not in run.stdout + run.stderr
 
 
-def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str) -> Path:
+def test_dashboard_api_rejects_requests_without_the_token(ray_head):
+    def get(headers):
+        try:
+            return urllib.request.urlopen(urllib.request.Request(f"{ray_head['address']}/api/jobs/", headers=headers), timeout=10).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert get({}) == 401
+    assert get({"Authorization": "Bearer not-the-token"}) in (401, 403)
+    assert get({"Authorization": f"Bearer {ray_head['token']}"}) == 200
+
+
+def test_validate_with_a_wrong_token_fails_in_seconds(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
+    config = _sweep_config(tmp_path / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="wrong-token")
+    started = time.monotonic()
+    proc = _cli(["sweep", "validate", str(config), "--address", ray_head["gcs"]], cwd=tmp_path,
+                env_extra={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"})
+    assert proc.returncode == ClusterError.exit_code and time.monotonic() - started < 10, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: --address") and "RAY_AUTH_TOKEN" in proc.stderr
+    assert "not-the-token" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str, refit: bool = False) -> Path:
     import yaml
 
     path.write_text(yaml.safe_dump({
@@ -206,9 +229,10 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
         "deepspeed": {"zero_stage": 1},
         # The test head has 2 CPUs: one worker, and the trial driver's sliver of a CPU.
         "scaling": {"num_workers": 1},
-        "folds": {"k": 2},
+        "folds": {"k": 2, "test_fraction": 0.2 if refit else 0.0},
         "search": {"num_trials": 1, "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}}, "scheduler": {"type": "none"}},
         "storage": {"path": str(storage)},
+        "final": {"refit": refit},  # a refit exports a model with a model card: one more place the token must not reach
     }))
     return path
 
@@ -225,7 +249,7 @@ def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_
     address, token = ray_head["address"], ray_head["token"]
     work = tmp_path / "work"
     work.mkdir()
-    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli")
+    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli", refit=True)
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
@@ -238,6 +262,16 @@ def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_
     summary = json.loads((tmp_path / "results" / "via-ray-cli" / "summary.json").read_text())
     assert summary["states"]["completed"] == 1 and len(summary["best"]["fold_scores"]) == 2
     assert token not in logs
+    # The job ran with the token in its environment: it must not reach anything written down.
+    from sweeps.report import build_report
+
+    root = tmp_path / "results" / "via-ray-cli"
+    build_report(str(root), formats=("html", "md", "json"))
+    assert (root / "refit" / "model" / "README.md").is_file()  # the exported model card
+    written = [p for p in root.rglob("*") if p.is_file()]
+    written += [p for p in (ray_head["temp"] / "ray").rglob("*") if p.is_file() and ("log" in p.name or p.suffix in (".out", ".err"))]
+    leaks = [str(p) for p in written if token.encode() in p.read_bytes()]
+    assert not leaks, leaks
     # without the token the same submission is refused
     env.pop("RAY_AUTH_TOKEN")
     refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],

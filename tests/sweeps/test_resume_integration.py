@@ -20,10 +20,10 @@ def _cmd(config):
     return [sys.executable, "-m", "sweeps", "sweep", "run", str(config), "--format", "json"]
 
 
-def _finished_trials(root: Path) -> dict[str, float]:
+def _finished_trials(root: Path, k: int = 3) -> dict[str, float]:
     """Trials whose last fold record exists, with that record's mtime."""
     out = {}
-    for rec in root.glob("trials/*/records/fold-2.json"):
+    for rec in root.glob(f"trials/*/records/fold-{k - 1}.json"):
         out[rec.parts[-3]] = rec.stat().st_mtime
     return out
 

@@ -1,0 +1,54 @@
+"""The sweep driver's watch on its storage: a path that disappears or turns read-only ends the sweep
+the way Ctrl+C does (Tune saves nothing new, running trials stay resumable) instead of failing every
+trial one write at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ray.tune import Callback
+
+from trainer.errors import StorageError
+from trainer.storage import exists, filesystem, join, write_json
+
+
+def storage_problem(uri: str) -> str | None:
+    """Why the sweep directory can no longer be used, or None if it still can."""
+    if not exists(join(uri, "config.json")):
+        return "disappeared (its config.json is gone)"
+    probe = join(uri, ".write-test")
+    try:
+        write_json(probe, {"ok": True})
+        fs, path = filesystem(probe)
+        fs.delete_file(path)
+    except (StorageError, OSError) as exc:
+        return f"became unwritable ({getattr(exc, 'message', None) or exc})"
+    return None
+
+
+class StorageWatch(Callback):
+    """Probes the sweep directory every `every_s` seconds of the Tune loop; on a problem, interrupts Tune
+    (SIGUSR1, which Tune treats as Ctrl+C) so that the sweep stops at once and can be resumed."""
+
+    def __init__(self, uri: str, every_s: float = 2.0):
+        self.uri, self.every_s, self._last = uri, every_s, 0.0
+
+    def on_step_begin(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        if storage_problem(self.uri) is not None:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def raise_if_storage_broke(uri: str, storage_path: str, name: str) -> None:
+    problem = storage_problem(uri)
+    if problem is not None:
+        raise StorageError(
+            f"the sweep directory {uri} {problem} during the sweep; it was stopped, and what it wrote before stays as it was",
+            field="storage.path",
+            fix=f"restore the storage (and write access), then run the same command again to resume; until then `zerotune sweep status {name} --storage {storage_path}` reads what is there",
+        )
