@@ -25,7 +25,13 @@ def demo_overhead() -> dict:
     return {k: s[k] for k in ("wall_s", "train_eval_s", "orchestration_share", "fold_fits", "states")} | {"best_mean": s["best"]["mean"] if s["best"] else None}
 
 
-BENCHES = {"tfidf_tweets": tfidf_tweets, "demo_overhead": demo_overhead}
+def step_overhead() -> dict:
+    from benchmarks.step_overhead import step_overhead as measure
+
+    return measure()
+
+
+BENCHES = {"tfidf_tweets": tfidf_tweets, "demo_overhead": demo_overhead, "step_overhead": step_overhead}
 
 
 def main() -> None:

@@ -52,3 +52,39 @@ def keyword_rows(n: int = 240, seed: int = 0):
         body.insert(int(rng.integers(0, 5)), words[label])
         rows.append({"id": i, "text": " ".join(body), "label": label, "score": {"positive": 1.0, "neutral": 0.0, "negative": -1.0}[label]})
     return pd.DataFrame(rows)
+
+
+OOM_BATCH = 16  # batches this large exceed the simulated memory limit (ZEROTUNE_FAULT_OOM_BATCH)
+
+
+def sweep_raw(model_dir, data, storage, **over) -> dict:
+    """A tiny real sweep: tiny BERT on the keyword set, 3 folds, ASHA on folds.
+
+    Four fixed trials, so every outcome is certain: a learnable rate (completes), one far too
+    small (its first fold is below the first trial's, so ASHA prunes it), one whose batches
+    exceed the simulated memory limit (fails out-of-memory), and 1.9e4 (with weight decay 0.01
+    every AdamW step scales the weights by 1 - lr * wd = -189: the loss turns non-finite, it
+    fails as diverged). Then the best is refitted on all non-test rows and exported.
+    """
+    raw = {
+        "name": "it-sweep", "seed": 3, "task": "classification",
+        "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
+        "data": {"path": str(data)},
+        "train": {"batch_size": 8, "epochs": 4, "warmup_ratio": 0.0, "weight_decay": 0.01},  # epochs are cheap here: ~1 s each
+        "deepspeed": {"zero_stage": 1},
+        "scaling": {"num_workers": 2},
+        "folds": {"k": 3, "test_fraction": 0.2},
+        "search": {
+            "num_trials": 4,
+            "space": {"learning_rate": {"low": 1e-6, "high": 1e5, "log": True}, "batch_size": [4, 8, OOM_BATCH]},
+            "initial_points": [
+                {"learning_rate": 3e-3, "batch_size": 4}, {"learning_rate": 1e-6, "batch_size": 8},
+                {"learning_rate": 3e-3, "batch_size": OOM_BATCH}, {"learning_rate": 1.9e4, "batch_size": 8},
+            ],
+            "scheduler": {"type": "asha", "grace_folds": 1, "reduction_factor": 2},
+        },
+        "storage": {"path": str(storage), "checkpoint_every_epoch": False},
+        "final": {"refit": True},
+    }
+    raw.update(over)
+    return raw

@@ -65,6 +65,19 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0 and state["fold"] is not None:
         log.warning("resuming at fold %d after epoch %d", state["fold"], state["epoch"])
 
+    if fold_results and len(fold_results) == len(folds):
+        # Restored after the last fold was recorded (the driver died before it saw the end): report the
+        # final result again, because Tune expects every trial's last result to carry the objective.
+        last = fold_results[-1]
+        report = _report_metrics(fold_results, last["metrics"], spec, last["fold"], last["epochs_run"] - 1, len(folds), timings, last["trainable_params"], last["total_params"])
+        from ray.train import Checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
+            if rank == 0:
+                done = {"fold": last["fold"], "epoch": last["epochs_run"] - 1, "engine_saved": False, "fold_results": fold_results, "history": last["history"], "resumes": state["resumes"]}
+                Path(tmp, "state.json").write_text(json.dumps(done, default=float))
+            ray.train.report(report, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint_f{last['fold']:02d}_final")
+        return
     for fold, (train_rows, val_rows) in enumerate(folds):
         if fold < len(fold_results):
             continue  # finished before a restart
@@ -203,13 +216,19 @@ def _epoch_rows(train_rows: np.ndarray, seed: int, fold: int, epoch: int, rank: 
     return perm[rank::world][:per_rank]
 
 
-def _maybe_kill_in_checkpoint(fold: int, epoch: int) -> None:
+def _fault_applies(spec: FitSpec) -> bool:
+    """Test hooks fire only for fits whose records path contains ZEROTUNE_FAULT_ONLY (when set)."""
+    only = os.environ.get("ZEROTUNE_FAULT_ONLY")
+    return not only or only in (spec.records_uri or "")
+
+
+def _maybe_kill_in_checkpoint(spec: FitSpec, fold: int, epoch: int) -> None:
     """Test hook: ZEROTUNE_FAULT_KILL_IN_CHECKPOINT='fold:epoch:marker' SIGKILLs rank 0 once, after the
     engine state of that epoch's checkpoint is written and before its state.json: a half-written checkpoint."""
-    spec = os.environ.get("ZEROTUNE_FAULT_KILL_IN_CHECKPOINT")
-    if not spec:
+    plan = os.environ.get("ZEROTUNE_FAULT_KILL_IN_CHECKPOINT")
+    if not plan or not _fault_applies(spec):
         return
-    f, e, marker = spec.split(":", 2)
+    f, e, marker = plan.split(":", 2)
     if (fold, epoch) == (int(f), int(e)) and not Path(marker).exists():
         import ray.train
 
@@ -218,12 +237,12 @@ def _maybe_kill_in_checkpoint(fold: int, epoch: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _maybe_inject_fault(fold: int, epoch: int, step: int) -> None:
+def _maybe_inject_fault(spec: FitSpec, fold: int, epoch: int, step: int) -> None:
     """Test hook: ZEROTUNE_FAULT_KILL_AT='fold:epoch:step:marker' SIGKILLs this process once."""
-    spec = os.environ.get("ZEROTUNE_FAULT_KILL_AT")
-    if not spec:
+    plan = os.environ.get("ZEROTUNE_FAULT_KILL_AT")
+    if not plan or not _fault_applies(spec):
         return
-    f, e, s, marker = spec.split(":", 3)
+    f, e, s, marker = plan.split(":", 3)
     if (fold, epoch, step) == (int(f), int(e), int(s)) and not Path(marker).exists():
         import ray.train
 
@@ -298,7 +317,7 @@ def _train_epoch(engine, encoded: Encoded, rows: np.ndarray, spec: FitSpec, devi
     total, count = 0.0, 0
     for step, start in enumerate(range(0, len(rows), batch)):
         t_step = time.perf_counter()
-        _maybe_inject_fault(fold, epoch, step)
+        _maybe_inject_fault(spec, fold, epoch, step)
         _maybe_limit_memory(batch)
         inputs = {k: v.to(device) for k, v in collate(encoded, rows[start : start + batch], spec.task).items()}
         try:
@@ -427,7 +446,7 @@ def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_re
     with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
         if save:
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
-        _maybe_kill_in_checkpoint(fold, epoch)
+        _maybe_kill_in_checkpoint(spec, fold, epoch)
         if ray.train.get_context().get_world_rank() == 0:
             state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history, "resumes": resumes}
             Path(tmp, "state.json").write_text(json.dumps(state, default=float))

@@ -207,15 +207,14 @@ def test_dashboard_api_rejects_requests_without_the_token(ray_head):
     assert get({"Authorization": f"Bearer {ray_head['token']}"}) == 200
 
 
-def test_validate_with_a_wrong_token_fails_in_seconds(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
-    config = _sweep_config(tmp_path / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="wrong-token")
+def test_a_wrong_token_fails_in_seconds_naming_the_fix(ray_head, project):
+    token_file = project / "wrong-token"
+    token_file.write_text("not-the-token\n")
     started = time.monotonic()
-    proc = _cli(["sweep", "validate", str(config), "--address", ray_head["gcs"]], cwd=tmp_path,
-                env_extra={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"})
+    proc = _cli(["submit", "sweep.yaml", "--address", ray_head["address"], "--token-file", str(token_file)], cwd=project, env_extra={})
     assert proc.returncode == ClusterError.exit_code and time.monotonic() - started < 10, proc.stderr[-2000:]
-    assert proc.stderr.startswith("error: --address") and "RAY_AUTH_TOKEN" in proc.stderr
+    assert proc.stderr.startswith("error: ") and "fix:" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
     assert "not-the-token" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "results").exists()
 
 
 def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str, refit: bool = False) -> Path:

@@ -1,10 +1,4 @@
-"""One tiny real sweep (completed, pruned and failed trials, then a refit), reported after Ray has stopped.
-
-The sweep's seed and learning-rate range are chosen so that Optuna's first three (random)
-proposals are: a learnable rate (completes), 1.9e4 (with weight decay 0.01 every AdamW step
-scales the weights by 1 - lr * wd = -189, so the loss turns non-finite within a few steps:
-failed) and 2.3e-5 (learns nothing, so ASHA prunes it after one fold).
-"""
+"""The shared tiny sweep (completed, pruned and failed trials, then a refit), reported after Ray has stopped."""
 
 import base64
 import io
@@ -17,39 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from test_sweep_integration import sweep_raw
-
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
 VADER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vader"
 
 
-def report_sweep_raw(model_dir, data, storage):
-    raw = sweep_raw(model_dir, data, storage, name="report", seed=1439)
-    raw["train"] = {**raw["train"], "epochs": 3, "weight_decay": 0.01}
-    raw["folds"] = {"k": 3, "test_fraction": 0.2}
-    raw["search"] = {**raw["search"], "num_trials": 3, "initial_points": None, "space": {"learning_rate": {"low": 1e-5, "high": 1e5, "log": True}}}
-    raw["storage"] = {**raw["storage"], "checkpoint_every_epoch": False}
-    raw["final"] = {"refit": True}
-    return raw
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
-    import ray
-
-    from sweeps.config import load_config
-    from sweeps.run import run_sweep
-
-    cfg = load_config(raw=report_sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("report-results")))
-    from cluster.local import connect
-
-    connect(num_cpus=3, worker_logs=False)
-    try:
-        summary = run_sweep(cfg, progress=False)
-    finally:
-        ray.shutdown()
-    return cfg, summary, Path(summary["storage"])
+def sweep(tiny_sweep):
+    return tiny_sweep
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +105,11 @@ def test_pruned_and_failed_trials_are_shown_and_json_validates(report):
     facts = report["facts"]
     by_state = {t["state"]: t for t in facts["trials"]}
     assert {"completed", "pruned", "failed"} <= set(by_state), [(t["state"], t["params"]) for t in facts["trials"]]
-    assert by_state["failed"]["reason"] == "diverged"
+    failed = sorted(t["reason"] for t in facts["trials"] if t["state"] == "failed")
+    assert failed == ["diverged", "out-of-memory at fold 0 epoch 0 step 0"], failed
     assert by_state["pruned"]["folds_done"] < 3
     md = Path(report["files"]["md"]).read_text()
-    assert "| pruned (stopped after" in md and "| failed (diverged)" in md
+    assert "| pruned (stopped after" in md and "| failed (diverged)" in md and "| failed (out-of-memory at fold 0" in md
     html = Path(report["files"]["html"]).read_text()
     assert "state-failed" in html and "state-pruned" in html
     document = json.loads(Path(report["files"]["json"]).read_text())
@@ -200,3 +170,4 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
     out = pd.read_csv(tmp_path / "pred.csv")
     assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()
     assert "rows/s" in proc.stdout
+

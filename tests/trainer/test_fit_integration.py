@@ -1,6 +1,8 @@
-"""Real Ray Train + DeepSpeed fits of tiny random-initialised models on a local Ray cluster (2 CPU workers)."""
+"""Real Ray Train + DeepSpeed fits of tiny random-initialised models on a local Ray cluster (2 CPU workers):
+each ZeRO stage, export and reload, early stopping, and worker faults with restarts from checkpoints."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,15 +11,34 @@ from sweeps.config import load_config
 from sweeps.fit import run_fit
 
 pytestmark = pytest.mark.integration
+FIT_RESULTS = {}  # summaries by fit name: the fault test compares against the fault-free ZeRO-2 fit
+
+
+@pytest.fixture(scope="module")
+def fault_markers(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
+def ray_cluster(fault_markers):
     import ray
 
     from cluster.local import connect
 
-    connect(num_cpus=3)
+    # Workers inherit the environment of the Ray instance, so the faults are set before it starts; they
+    # fire only in fits whose records path contains "/restart/" (the fault test's fit), once each.
+    faults = {
+        "ZEROTUNE_FAULT_ONLY": "/restart/",
+        # epoch 1's engine state written, its state.json not: a half-written checkpoint
+        "ZEROTUNE_FAULT_KILL_IN_CHECKPOINT": f"0:1:{fault_markers / 'killed-in-checkpoint'}",
+        "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
+    }
+    os.environ.update(faults)
+    try:
+        connect(num_cpus=3)
+    finally:
+        for key in faults:
+            del os.environ[key]
     yield
     ray.shutdown()
 
@@ -53,6 +74,7 @@ def _reload_and_compare(model_dir, task):
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, keyword_csv, stage):
     summary = run_fit(_bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, stage), export=stage in (0, 3))
+    FIT_RESULTS[f"bert-z{stage}"] = summary
     losses = [h["train_loss"] for h in summary["history"]]
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.9, losses
     assert summary["metrics"]["accuracy"] > 0.5  # three balanced classes: chance is 1/3
@@ -100,3 +122,26 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     for key in ("f1_macro", "accuracy", "eval_loss"):
         assert summary["metrics"][key] == history[0][key]
     _reload_and_compare(Path(summary["model_dir"]), "classification")
+
+
+def test_killed_workers_resume_from_the_last_complete_checkpoint(tmp_path, tiny_bert_dir, keyword_csv, fault_markers):
+    """Two injected faults in one fit: a worker SIGKILLed while writing epoch 1's checkpoint, another mid
+    epoch 2. The fit finishes with the scores of the fault-free run (the ZeRO-2 fit above, same config)."""
+    from pathlib import Path
+
+    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2).model_dump(mode="json")
+    faulty = run_fit(load_config(raw={**raw, "name": "restart", "scaling": {**raw["scaling"], "max_failures": 3}}), export=False)
+    assert (fault_markers / "killed").exists() and (fault_markers / "killed-in-checkpoint").exists(), "a fault was not injected"
+    clean = FIT_RESULTS.get("bert-z2") or run_fit(_bert_cfg(tmp_path / "clean", tiny_bert_dir, keyword_csv, 2), export=False)
+    assert [h["epoch"] for h in faulty["history"]] == [0, 1, 2]
+    records = Path(faulty["metrics_path"]).with_name("records")
+    starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]
+    # Two injected failures, two restarts. The first restart could not use the half-written epoch-1
+    # checkpoint (that would start at epoch 2): it resumed after epoch 0 (or from scratch, if the kill
+    # beat Ray Train's registration of epoch 0's checkpoint). The second resumed after epoch 1 (or 0).
+    assert len(starts) == 3 and starts[0]["start_epoch"] == 0, starts
+    assert starts[1]["start_epoch"] in (0, 1) and starts[2]["start_epoch"] in (1, 2), starts
+    # `resumes` counts the restarts in the lineage of the checkpoint the fit finished from.
+    assert json.loads((records / "fold-0.json").read_text())["resumes"] in (1, 2)
+    assert faulty["metrics"]["eval_loss"] == pytest.approx(clean["metrics"]["eval_loss"], abs=1e-3)
+    assert faulty["metrics"]["accuracy"] == pytest.approx(clean["metrics"]["accuracy"], abs=0.02)
