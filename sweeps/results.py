@@ -43,6 +43,10 @@ def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, u
         state, reason = "pruned", f"stopped after {len(folds)} of {k} folds"
     else:
         state, reason = "unfinished", None
+    if reason == "diverged":  # where: the fold record says (the loss was all-reduced, so every rank agreed)
+        where = next((f["diverged"] for f in folds if f.get("diverged")), None)
+        if where:
+            reason = f"diverged at fold {where['fold']} epoch {where['epoch']} step {where['step']} (loss {where['loss']})"
     duration = float(last.get("time_total_s") or 0.0)
     if not duration and folds:
         duration = sum(sum(h.get("time", 0) for h in f.get("history", [])) for f in folds)
