@@ -30,12 +30,6 @@ def _row_batches(encoded, *, steps: int, batch: int):
     return [order[(i * batch) % (len(order) - batch):][:batch] for i in range(steps)]
 
 
-def _batches(encoded, *, steps: int, batch: int):
-    from trainer.data import collate
-
-    return [collate(encoded, rows, "classification") for rows in _row_batches(encoded, steps=steps, batch=batch)]
-
-
 def plain_loop(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
     """Median seconds per step of model -> loss -> backward -> AdamW (foreach) -> scheduler."""
     import torch
@@ -78,8 +72,11 @@ def hf_trainer(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t)
 
-    batches = _batches(encoded, steps=steps, batch=batch)
-    rows = [{k: v[i] for k, v in b.items()} for b in batches for i in range(len(b["input_ids"]))]
+    import numpy as np
+
+    from trainer.data import collate
+
+    rows = [{"row": int(r)} for b in _row_batches(encoded, steps=steps, batch=batch) for r in b]
     torch.manual_seed(0)
     model = load_base_model(cfg.model, "classification", label_names=encoded.label_names)
     timer = Steps()
@@ -87,16 +84,12 @@ def hf_trainer(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4, weight_decay=0.01,
             warmup_steps=1, max_grad_norm=1.0, logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, disable_tqdm=True, seed=0,
+            dataloader_num_workers=0, disable_tqdm=True, seed=0, remove_unused_columns=False,
         )
-        Trainer(model=model, args=args, train_dataset=rows, data_collator=_stack, callbacks=[timer]).train()
+        # Our own collation (dynamic padding per batch), as zerotune and the plain loop use.
+        collator = lambda feats: collate(encoded, np.array([f["row"] for f in feats]), "classification")  # noqa: E731
+        Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[timer]).train()
     return statistics.median(timer.times[warmup:])
-
-
-def _stack(features):
-    import torch
-
-    return {k: torch.stack([f[k] for f in features]) for k in features[0]}
 
 
 def zerotune_fit(cfg, *, rows: int, steps: int, batch: int, max_length: int) -> float:
