@@ -76,7 +76,7 @@ def test_regression_report_has_residuals_importances_and_validates(tmp_path):
     assert facts["states"] == {"completed": 3, "pruned": 0, "failed": 1, "unfinished": 0}
     assert facts["best"]["mean"] == min(t["mean"] for t in facts["trials"] if t["state"] == "completed")  # mse: lower is better
     jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
-    assert "| failed (diverged)" in Path(out["files"]["md"]).read_text()
+    assert "| failed (diverged at fold 0 epoch 0 step 2 (loss nan))" in Path(out["files"]["md"]).read_text()
 
 
 def test_causal_lm_report_has_eval_loss_curve_over_a_uri(tmp_path):
