@@ -69,33 +69,26 @@ def model_config(cfg: SweepConfig):
 
 
 def count_parameters(cfg: SweepConfig) -> int:
-    """About how many parameters the configured model has, from its config.json alone (no weights read).
+    """About how many parameters the configured model has, from its config alone (no weights read).
 
     A transformer estimate (embeddings + per-block attention and MLP): this check must answer in
-    seconds, and a memory budget needs the order of magnitude, not the last parameter. Without a
-    config.json (a .gguf file), the model is built on the meta device instead.
+    seconds, and a memory budget needs the order of magnitude, not the last parameter. A config
+    without the sizes the estimate needs is built on the meta device instead.
     """
-    import json
-    from pathlib import Path
-
-    from trainer.model import locate
-
-    where, gguf = locate(cfg.model)
-    config_file = Path(where) / "config.json"
-    if gguf or not config_file.is_file():
-        return _count_on_meta(where, gguf, cfg.task)
-    c = json.loads(config_file.read_text())
-    h = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
-    layers = c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers")
+    c = model_config(cfg)
+    get = lambda *keys, default=None: next((getattr(c, k) for k in keys if getattr(c, k, None)), default)  # noqa: E731
+    h, layers = get("hidden_size", "n_embd", "d_model"), get("num_hidden_layers", "n_layer", "num_layers")
     if not (h and layers):
-        return _count_on_meta(where, None, cfg.task)
-    inter = c.get("intermediate_size") or c.get("n_inner") or 4 * h
-    heads = c.get("num_attention_heads") or c.get("n_head") or 1
-    kv = h * (c.get("num_key_value_heads") or heads) // heads
-    gated = c.get("model_type") in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
+        from trainer.model import locate
+
+        return _count_on_meta(*locate(cfg.model), cfg.task)
+    inter = get("intermediate_size", "n_inner", default=4 * h)
+    heads = get("num_attention_heads", "n_head", default=1)
+    kv = h * get("num_key_value_heads", default=heads) // heads
+    gated = getattr(c, "model_type", None) in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
     block = 2 * h * h + 2 * h * kv + (3 if gated else 2) * h * inter
-    embeddings = c.get("vocab_size", 0) * h * (1 if c.get("tie_word_embeddings", not gated) else 2)
-    return int(embeddings + layers * block)
+    tied = getattr(c, "tie_word_embeddings", not gated)
+    return int(get("vocab_size", default=0) * h * (1 if tied else 2) + layers * block)
 
 
 def _count_on_meta(where: str, gguf: str | None, task: str) -> int:
