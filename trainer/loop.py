@@ -70,13 +70,7 @@ def train_loop_per_worker(config: dict) -> None:
         # final result again, because Tune expects every trial's last result to carry the objective.
         last = fold_results[-1]
         report = _report_metrics(fold_results, last["metrics"], spec, last["fold"], last["epochs_run"] - 1, len(folds), timings, last["trainable_params"], last["total_params"])
-        from ray.train import Checkpoint
-
-        with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
-            if rank == 0:
-                done = {"fold": last["fold"], "epoch": last["epochs_run"] - 1, "engine_saved": False, "fold_results": fold_results, "history": last["history"], "resumes": state["resumes"]}
-                Path(tmp, "state.json").write_text(json.dumps(done, default=float))
-            ray.train.report(report, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint_f{last['fold']:02d}_final")
+        _report(None, report, spec, last["fold"], last["epochs_run"] - 1, fold_results, last["history"], state["resumes"], save=False, name=f"checkpoint_f{last['fold']:02d}_final")
         return
     for fold, (train_rows, val_rows) in enumerate(folds):
         if fold < len(fold_results):
@@ -438,7 +432,7 @@ def _report_metrics(fold_results, metrics, spec: FitSpec, fold, epoch, k, timing
     return out
 
 
-def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, resumes: int, *, save: bool) -> None:
+def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, resumes: int, *, save: bool, name: str | None = None) -> None:
     """Report with a checkpoint (Train V2 keeps metrics only with one). Every rank calls this."""
     import ray.train
     from ray.train import Checkpoint
@@ -450,7 +444,7 @@ def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_re
         if ray.train.get_context().get_world_rank() == 0:
             state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history, "resumes": resumes}
             Path(tmp, "state.json").write_text(json.dumps(state, default=float))
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"checkpoint_f{fold:02d}_e{epoch:03d}")
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name or f"checkpoint_f{fold:02d}_e{epoch:03d}")
 
 
 _EMPTY = {"fold": None, "epoch": None, "dir": None, "history": [], "fold_results": [], "resumes": 0, "resumed_between_folds": None}
