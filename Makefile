@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: otherwise a dependency resolves a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	# --no-compile: Python byte-compiles the modules it imports on first use, not all ~25k files up front.
+	$(BIN)/pip install --quiet --no-compile torch==2.13.0
+	$(BIN)/pip install --quiet --no-compile -e '.[demo,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

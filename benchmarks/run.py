@@ -1,43 +1,69 @@
-"""`make bench`: the measurements recorded in benchmarks/RESULTS.md, each printed as JSON.
+"""`make bench`: the rows of benchmarks/RESULTS.md, side by side in one run.
 
-Each is a separate function so a row can be reproduced alone: `python -m benchmarks.run NAME`.
+`python -m benchmarks.run [ROW ...]` runs the named rows (default: all, in order), prints each as a
+line of JSON and writes it to benchmarks/results/ROW.json with the machine and package versions.
+Rows 2-4 share one pair of sweeps (with and without pruning) when run together.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
+import time
+from pathlib import Path
+
+ROWS = ("step_overhead", "trial_overhead", "pruning", "hf_search", "scaling")
+OUT = Path(__file__).parent / "results"
 
 
-def tfidf_tweets() -> dict:
-    from benchmarks.tfidf_baseline import tfidf_baseline
+def _machine() -> dict:
+    from importlib.metadata import version
 
-    return tfidf_baseline("examples/classification.vader-tweets.yaml")
+    import psutil
 
-
-def demo_overhead() -> dict:
-    """The demo sweep's orchestration share (wall time not spent in train/eval steps)."""
-    from sweeps.config import load_config
-    from sweeps.run import run_sweep
-
-    cfg = load_config("examples/demo.chatterbot-topics.yaml", ["name=bench-demo-overhead", "storage.path=./results/bench"])
-    s = run_sweep(cfg, progress=False)
-    return {k: s[k] for k in ("wall_s", "train_eval_s", "orchestration_share", "fold_fits", "states")} | {"best_mean": s["best"]["mean"] if s["best"] else None}
+    return {
+        "cpus": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+        **{p: version(p) for p in ("torch", "ray", "deepspeed", "transformers", "optuna")},
+    }
 
 
-def step_overhead() -> dict:
-    from benchmarks.step_overhead import step_overhead as measure
+def run(rows: list[str]) -> dict:
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"error: unknown benchmark row(s) {unknown}; choose from {list(ROWS)}")
+    OUT.mkdir(exist_ok=True)
+    results, pair = {}, None
+    for row in rows:
+        print(f"== {row} ==", flush=True)
+        started = time.time()
+        if row == "step_overhead":
+            from benchmarks.step_overhead import step_overhead
 
-    return measure()
+            result = step_overhead()
+        elif row in ("trial_overhead", "pruning"):
+            from benchmarks.sweep_costs import pruning, run_pair, trial_overhead
 
+            pair = pair or run_pair()
+            result = trial_overhead(pair["none"]) if row == "trial_overhead" else pruning(pair)
+        elif row == "hf_search":
+            from benchmarks.hf_search import hf_search
 
-BENCHES = {"tfidf_tweets": tfidf_tweets, "demo_overhead": demo_overhead, "step_overhead": step_overhead}
+            result = hf_search(zerotune_summary=pair["none"] if pair else None)
+        else:
+            from benchmarks.scaling import scaling
+
+            result = scaling()
+        record = {"row": row, "date": time.strftime("%Y-%m-%d %H:%M"), "bench_wall_s": round(time.time() - started, 1), "machine": _machine(), **result}
+        (OUT / f"{row}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        print(json.dumps(record, default=str), flush=True)
+        results[row] = record
+    return results
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(BENCHES)
-    for name in names:
-        print(json.dumps({"bench": name, **BENCHES[name]()}), flush=True)
+    run(sys.argv[1:] or list(ROWS))
 
 
 if __name__ == "__main__":

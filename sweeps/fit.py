@@ -39,6 +39,7 @@ def run_fit(cfg: SweepConfig, *, address: str | None = None, export: bool = True
         "n_train": len(train_rows), "n_val": len(val_rows),
         "metrics": record["metrics"], "history": record["history"], "before": record.get("before"),
         "trainable_params": record["trainable_params"], "total_params": record["total_params"],
+        "memory": record.get("memory"),  # per rank: resident MiB at start and peak
         "config": cfg.model_dump(mode="json"), "wall_s": round(time.time() - started, 1),
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model_dir": spec.export_uri,

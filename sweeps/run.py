@@ -90,7 +90,9 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
         "n_rows": len(examples), "dropped": examples.dropped, "label_names": examples.label_names,
         "n_test": len(folds.test), "baseline": baseline(cfg, examples, folds),
     })
+    t_tokenize = time.perf_counter()
     encoded = encode(cfg, examples)  # once per sweep; every trial and fold indexes into it
+    tokenize_s = time.perf_counter() - t_tokenize
     log.warning("sweep %s: %d rows, %d folds (%s), %d trials -> %s", cfg.name, len(examples), cfg.folds.k, folds.strategy, cfg.search.num_trials, uri)
 
     from sweeps.trial import run_trial
@@ -133,6 +135,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
         raise
     raise_if_storage_broke(uri, cfg.storage.path, cfg.name)
     summary = collect(uri, cfg=cfg, grid=grid, wall_s=time.time() - started)
+    summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
     write_json(join(uri, "summary.json"), summary)
     if cfg.final.refit:
         from sweeps.refit import refit

@@ -57,25 +57,51 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv):
-    """ONE real tiny sweep shared by the sweep and report tests (see tiny_models.sweep_raw): completed,
-    pruned, out-of-memory and diverged trials, then a refit. Returns (config, summary, sweep directory)."""
-    import ray
+def ray_head():
+    """ONE private Ray head with token auth for the session (jobs tests and the shared tiny sweep).
 
-    from cluster.local import connect
+    3 CPUs: a trial's 2 workers plus the trial drivers' sliver, as the embedded cluster has. Its workers
+    get the shared sweep's simulated memory limit (ZEROTUNE_FAULT_OOM_BATCH: batches of OOM_BATCH rows fail
+    as out-of-memory); every other sweep on it uses smaller batches.
+    """
+    from tiny_models import OOM_BATCH
+    from token_head import token_head
+
+    with token_head(num_cpus=3, worker_env={"ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH)}) as head:
+        yield head
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
+    """ONE real tiny sweep shared by the sweep, report and job tests (see tiny_models.sweep_raw): completed,
+    pruned, out-of-memory and diverged trials, then a refit. Submitted as users do on a cluster, with
+    `ray job submit` to the token-auth head. Returns (config, summary with its refit, sweep directory, job)."""
+    import json
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from cluster import jobs
     from sweeps.config import load_config
-    from sweeps.run import run_sweep
-    from tiny_models import OOM_BATCH, sweep_raw
+    from tiny_models import sweep_raw
 
-    cfg = load_config(raw=sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("sweep-results")))
-    # Workers inherit the environment of the Ray instance: batches of OOM_BATCH rows exhaust an address-space cap.
-    faults = {"ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH)}
-    os.environ.update(faults)
-    try:
-        connect(num_cpus=3)
-        summary = run_sweep(cfg, progress=False)
-    finally:
-        for key in faults:
-            del os.environ[key]
-        ray.shutdown()
-    return cfg, summary, Path(summary["storage"])
+    raw = sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("sweep-results"))
+    work = tmp_path_factory.mktemp("sweep-job")
+    (work / "sweep.yaml").write_text(yaml.safe_dump(raw))
+    address, token = ray_head["address"], ray_head["token"]
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    submitted = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--",
+                                "python", "-m", "sweeps", "sweep", "run", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    job_id = next(w.strip("'") for line in submitted.stdout.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+    status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=900, poll_s=2)
+    logs = jobs.job_logs(address=address, job_id=job_id, token=token)
+    assert status["status"] == "SUCCEEDED", logs[-3000:]
+    root = Path(raw["storage"]["path"]) / raw["name"]
+    summary = json.loads((root / "summary.json").read_text())
+    summary["refit"] = json.loads((root / "refit" / "metrics.json").read_text())
+    job = {"id": job_id, "status": status, "logs": logs, "submit_output": submitted.stdout + submitted.stderr, "work": work}
+    return load_config(raw=raw), summary, root, job

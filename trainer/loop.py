@@ -52,6 +52,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = torch.device(f"cuda:{ctx.get_local_rank()}") if spec.use_gpu else torch.device("cpu")
     if spec.use_gpu:
         torch.cuda.set_device(device)
+    else:
+        _skip_cpu_inference_kernel()
     bf16_ok = spec.use_gpu and torch.cuda.is_bf16_supported()
     state = _resume_state(ray.train.get_checkpoint())
     oom = read_oom(spec.records_uri)
@@ -60,6 +62,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             log.warning("not retrying: out of memory at fold %s epoch %s step %s", oom["fold"], oom["epoch"], oom["step"])
         return
+    rss_start_mb = _rss_mb()  # after imports, before any model: the baseline the memory figures are above
     fold_results: list[dict] = state["fold_results"]
     timings = {"train_s": 0.0, "eval_s": 0.0, "setup_s": 0.0, "checkpoint_s": 0.0}
     if rank == 0 and state["fold"] is not None:
@@ -93,6 +96,10 @@ def train_loop_per_worker(config: dict) -> None:
         n_trainable = sum(p.numel() for p in trainable)
         n_total = sum(p.numel() for p in model.parameters())
         engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+        if world == 1 and spec.deepspeed.zero_stage == 0:
+            # An all-reduce over one rank is the identity, yet DeepSpeed still flattens, reduces and copies back
+            # every gradient each step (~90 MB for MiniLM): skip it, as a single-process loop would.
+            engine.enable_backward_allreduce = False
         start_epoch, history = 0, []
         if state["fold"] == fold:
             engine.load_checkpoint(state["dir"], tag=ENGINE_TAG)
@@ -103,8 +110,11 @@ def train_loop_per_worker(config: dict) -> None:
 
             if fold == 0:
                 write_json(join(spec.records_uri, "deepspeed.json"), ds_config)
-            # One marker per fold fit started: an audit trail that shows re-runs.
-            write_json(join(spec.records_uri, "starts", f"fold-{fold}-{time.time_ns()}.json"), {"fold": fold, "start_epoch": start_epoch})
+            # One marker per fold fit started: an audit trail that shows re-runs (and, by pid, which worker group).
+            write_json(join(spec.records_uri, "starts", f"fold-{fold}-{time.time_ns()}.json"), {
+                "fold": fold, "start_epoch": start_epoch, "pid": os.getpid(), "time": time.time(),
+                "setup_s": round(time.perf_counter() - t0, 3),  # model load + DeepSpeed engine init
+            })
         timings["setup_s"] += time.perf_counter() - t0
 
         before = None
@@ -158,6 +168,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "val_sha": hashlib.sha1(np.asarray(val_rows, dtype=np.int64).tobytes()).hexdigest(),
                         "metrics": scored, "history": history,
                         "diverged": diverged_at, "resumes": resumes, "before": before,
+                        "memory": _memory_by_rank(rss_start_mb, world),
                     }
                 )
                 if rank == 0 and spec.records_uri:
@@ -196,6 +207,38 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # --- helpers: each a step of the recipe above -------------------------------
+
+
+def _skip_cpu_inference_kernel() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce kernel.
+
+    DeepSpeed's torch backend builds it at init on CPU, but only `inference_all_reduce` uses it; training
+    all-reduces go through torch.distributed (gloo). The build needs a C++ toolchain and took 63 s on the
+    first fit of every fresh virtualenv here. Marking the op incompatible is DeepSpeed's own "skip" path.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _memory_by_rank(rss_start_mb: float, world: int) -> dict:
+    """Each rank's resident memory at start and its peak so far (MiB): what ZeRO partitioning should shrink."""
+    import resource
+
+    import torch.distributed as dist
+
+    mine = [round(rss_start_mb, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)]
+    everyone = [mine] * world
+    if dist.is_initialized() and world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    return {"rss_start_mb": [m[0] for m in everyone], "peak_rss_mb": [m[1] for m in everyone]}
 
 
 def _batches_per_rank(n_rows: int, world: int, batch: int) -> int:

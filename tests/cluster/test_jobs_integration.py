@@ -1,22 +1,14 @@
-"""`zerotune submit|logs|status` against a real local Ray head with token authentication.
-
-The head is a private `ray start --head --block` (own ports, own --temp-dir, own HOME so no
-~/.ray/auth_token is read or written, own session). It is stopped by signalling that one
-process and then only processes of its session / temp dir: never a global `ray stop`, which
-would kill every Ray process on the machine (other test runs included).
+"""`zerotune submit|logs|status` and `ray job submit` against a real local Ray head with token authentication:
+the session's private `ray start --head` (tests/token_head.py, fixture conftest.ray_head).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,95 +22,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "hello-from-a-zerotune-job"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _our_pids(session: int, temp_dir: str) -> list[int]:
-    """Processes of the head's session, or whose command line names its private temp dir."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        sid = int(stat.rsplit(")", 1)[1].split()[4])  # field 6: session id
-        if sid == session or temp_dir in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop(proc: subprocess.Popen, temp_dir: str) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # `ray start --block` then stops what it started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    deadline = time.monotonic() + 10
-    while (left := _our_pids(proc.pid, temp_dir)) and time.monotonic() < deadline:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGTERM if time.monotonic() < deadline - 5 else signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
-    assert ray, "the `ray` CLI (ray[default]) must be installed"
-    # Short path: Ray's unix sockets live under --temp-dir and have a ~107-byte limit.
-    temp = Path(tempfile.mkdtemp(prefix="ztj", dir="/tmp"))
-    (temp / "home").mkdir()
-    token = secrets.token_hex(24)
-    dashboard, gcs = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "HOME": str(temp / "home"),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # Jobs run `python` from PATH: the interpreter that has zerotune installed, as a cluster image would.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        ray, "start", "--head", "--block", "--num-cpus=2", "--disable-usage-stats",
-        f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-        f"--temp-dir={temp / 'ray'}",
-    ]
-    log = open(temp / "head.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError as exc:  # 401: up, and enforcing auth
-                if exc.code == 401:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (temp / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Ray head did not come up in 60 s"
-            time.sleep(0.5)
-        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "token": token, "temp": temp}
-    finally:
-        _stop(proc, str(temp))
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture
@@ -217,7 +120,7 @@ def test_a_wrong_token_fails_in_seconds_naming_the_fix(ray_head, project):
     assert "not-the-token" not in proc.stderr + proc.stdout
 
 
-def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str, refit: bool = False) -> Path:
+def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str) -> Path:
     import yaml
 
     path.write_text(yaml.safe_dump({
@@ -225,13 +128,13 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
         "model": {"path": str(model_dir), "max_length": 16},
         "data": {"path": str(data)},
         "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},  # the job path is tested, not learning
-        "deepspeed": {"zero_stage": 1},
+        "deepspeed": {"zero_stage": 0},  # one worker, ZeRO-0: the path that skips the one-rank all-reduce
         # The test head has 2 CPUs: one worker, and the trial driver's sliver of a CPU.
         "scaling": {"num_workers": 1},
-        "folds": {"k": 2, "test_fraction": 0.2 if refit else 0.0},
+        "folds": {"k": 2, "test_fraction": 0.0},
         "search": {"num_trials": 1, "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}}, "scheduler": {"type": "none"}},
         "storage": {"path": str(storage)},
-        "final": {"refit": refit},  # a refit exports a model with a model card: one more place the token must not reach
+        "final": {"refit": False},
     }))
     return path
 
@@ -243,28 +146,17 @@ def _wait(address, job_id, token):
     return status, jobs.job_logs(address=address, job_id=job_id, token=token)
 
 
-def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
-    """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps sweep run ...`."""
-    address, token = ray_head["address"], ray_head["token"]
-    work = tmp_path / "work"
-    work.mkdir()
-    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli", refit=True)
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--",
-                           "python", "-m", "sweeps", "sweep", "run", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    job_id = next(w.strip("'") for line in proc.stdout.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
-    status, logs = _wait(address, job_id, token)
-    assert status["status"] == "SUCCEEDED", logs[-3000:]
-    summary = json.loads((tmp_path / "results" / "via-ray-cli" / "summary.json").read_text())
-    assert summary["states"]["completed"] == 1 and len(summary["best"]["fold_scores"]) == 2
-    assert token not in logs
-    # The job ran with the token in its environment: it must not reach anything written down.
+def test_ray_job_submit_runs_a_sweep(ray_head, tiny_sweep):
+    """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps sweep run ...`.
+    The session's shared tiny sweep (4 trials, a refit) is submitted that way (conftest.tiny_sweep)."""
     from sweeps.report import build_report
 
-    root = tmp_path / "results" / "via-ray-cli"
+    address, token = ray_head["address"], ray_head["token"]
+    _, summary, root, job = tiny_sweep
+    assert job["status"]["status"] == "SUCCEEDED"
+    assert summary["states"]["completed"] >= 1 and summary["refit"]["metrics"]
+    assert token not in job["logs"] + job["submit_output"]
+    # The job ran with the token in its environment: it must not reach anything written down.
     build_report(str(root), formats=("html", "md", "json"))
     assert (root / "refit" / "model" / "README.md").is_file()  # the exported model card
     written = [p for p in root.rglob("*") if p.is_file()]
@@ -272,9 +164,12 @@ def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_
     leaks = [str(p) for p in written if token.encode() in p.read_bytes()]
     assert not leaks, leaks
     # without the token the same submission is refused
-    env.pop("RAY_AUTH_TOKEN")
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    for key in ("RAY_AUTH_TOKEN", "RAY_ADDRESS"):
+        env.pop(key, None)
     refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
-                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
+                             cwd=job["work"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
 
 

@@ -28,9 +28,11 @@ def report(sweep, tmp_path_factory):
     from sweeps.report import build_report
 
     assert not ray.is_initialized()
-    _, _, root = sweep
+    _, _, root, _ = sweep
     out = tmp_path_factory.mktemp("report")
-    return build_report(str(root), formats=("html", "md", "json"), out_dir=str(out))
+    built = build_report(str(root), formats=("html", "md", "json"), out_dir=str(out))
+    assert not ray.is_initialized()  # storage only: no cluster was needed
+    return built
 
 
 def _schema():
@@ -124,7 +126,7 @@ def test_refit_test_metrics_in_report_and_export_reloads(sweep, report):
 
     from sweeps.prepare import load_examples
 
-    cfg, summary, root = sweep
+    cfg, summary, root, _ = sweep
     refit = report["facts"]["refit"]
     assert refit and refit["n_test"] == 48 and refit["n_train"] == 192
     row = next(r for r in refit["compare"] if r["metric"] == "f1_macro")
@@ -156,7 +158,7 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
     import jsonschema
     import pandas as pd
 
-    _, _, root = sweep
+    _, _, root, _ = sweep
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "sweeps", "report", root.name, "--storage", str(root.parent), "--format", "json", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=120, env=env)

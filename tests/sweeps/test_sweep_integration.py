@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sweep(tiny_sweep):
-    _, summary, root = tiny_sweep
+    _, summary, root, _ = tiny_sweep
     return summary, root
 
 

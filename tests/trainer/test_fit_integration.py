@@ -19,8 +19,14 @@ def fault_markers(tmp_path_factory):
     return tmp_path_factory.mktemp("faults")
 
 
+@pytest.fixture(scope="module")
+def extensions_dir(tmp_path_factory):
+    """Where torch would JIT-build C++ extensions for these workers: it must stay empty on CPU."""
+    return tmp_path_factory.mktemp("torch-extensions")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(fault_markers):
+def ray_cluster(fault_markers, extensions_dir):
     import ray
 
     from cluster.local import connect
@@ -32,6 +38,7 @@ def ray_cluster(fault_markers):
         # epoch 1's engine state written, its state.json not: a half-written checkpoint
         "ZEROTUNE_FAULT_KILL_IN_CHECKPOINT": f"0:1:{fault_markers / 'killed-in-checkpoint'}",
         "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
+        "TORCH_EXTENSIONS_DIR": str(extensions_dir),
     }
     os.environ.update(faults)
     try:
@@ -72,12 +79,16 @@ def _reload_and_compare(model_dir, task):
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, keyword_csv, stage):
+def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, keyword_csv, extensions_dir, stage):
     summary = run_fit(_bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, stage), export=stage in (0, 3))
     FIT_RESULTS[f"bert-z{stage}"] = summary
     losses = [h["train_loss"] for h in summary["history"]]
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.9, losses
     assert summary["metrics"]["accuracy"] > 0.5  # three balanced classes: chance is 1/3
+    memory = summary["memory"]  # one entry per rank
+    assert len(memory["peak_rss_mb"]) == 2 and all(0 < s <= p for s, p in zip(memory["rss_start_mb"], memory["peak_rss_mb"]))
+    # DeepSpeed's CPU shared-memory kernel serves inference only; building it cost ~60 s per fresh venv.
+    assert not any(extensions_dir.iterdir()), sorted(p.name for p in extensions_dir.iterdir())
     assert json.loads((tmp_path / f"bert-z{stage}").joinpath(*summary["metrics_path"].split("/")[-2:]).read_text())["metrics"]["f1_macro"] == summary["metrics"]["f1_macro"]
     if stage in (0, 3):
         from pathlib import Path
