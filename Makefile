@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: otherwise a dependency resolves a multi-GB CUDA build.
-	# --no-compile: Python byte-compiles the modules it imports on first use, not all ~25k files up front.
-	$(BIN)/pip install --quiet --no-compile torch==2.13.0
-	$(BIN)/pip install --quiet --no-compile -e '.[demo,dev]'
+	# pip byte-compiles what it installs: keep it, imports never write .pyc where PYTHONDONTWRITEBYTECODE=1
+	# (as on these machines), and every Ray worker would then compile torch and transformers from source.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[demo,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

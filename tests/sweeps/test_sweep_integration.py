@@ -30,6 +30,19 @@ def test_every_trial_is_scored_on_the_same_folds(sweep):
             assert rec["val_sha"] == expected[rec["fold"]]
 
 
+def test_one_worker_group_per_trial_and_one_tokenisation_per_sweep(sweep):
+    summary, root = sweep
+    for trial in summary["trials"]:
+        starts = [json.loads(p.read_text()) for p in (root / "trials" / trial["trial_id"] / "records" / "starts").glob("fold-*.json")]
+        if trial["state"] == "completed":
+            assert len(starts) == trial["folds_done"]  # no fold re-run
+        else:  # a stop can land while the next fold is being set up; an out-of-memory trial starts one
+            assert 1 <= len(starts) <= trial["folds_done"] + 1
+        assert len({s["pid"] for s in starts}) == 1  # every fold of a trial ran in the same worker processes
+        assert all(s["setup_s"] > 0 for s in starts)
+    assert summary["tokenize_s"] > 0  # the driver tokenised once; trials and folds index into that
+
+
 def test_pruning_and_running_mean(sweep):
     summary, root = sweep
     states = summary["states"]
