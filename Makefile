@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	# Headless Chromium for the report screenshot test (Debian package; needs root, skipped with a note otherwise).
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report screenshot test will be skipped"
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" tests

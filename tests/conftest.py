@@ -56,28 +56,53 @@ def ray_local():
     ray.shutdown()
 
 
+HEAD_USERS = ("ray_head", "tiny_sweep")
+HEAD_KEY = pytest.StashKey[dict]()
+
+
+def pytest_collection_modifyitems(config, items):
+    users = [i for i in items if any(f in getattr(i, "fixturenames", ()) for f in HEAD_USERS)]
+    config.stash[HEAD_KEY] = {"last_user": users[-1].nodeid if users else None, "stack": None}
+
+
+def pytest_runtest_teardown(item, nextitem):
+    # An idle head still costs ~6 % of this 2-core machine: stop it after the last test that needs it.
+    state = item.config.stash.get(HEAD_KEY, None)
+    if state and state["stack"] is not None and item.nodeid == state["last_user"]:
+        state["stack"].close()
+        state["stack"] = None
+
+
+def pytest_sessionfinish(session):
+    state = session.config.stash.get(HEAD_KEY, None)
+    if state and state["stack"] is not None:
+        state["stack"].close()
+
+
 @pytest.fixture(scope="session")
-def ray_head():
-    """ONE private Ray head with token auth for the session (jobs tests and the shared tiny sweep).
+def ray_head(request):
+    """ONE private Ray head with token auth (jobs tests and the shared tiny sweep), stopped after its last user.
 
     3 CPUs: a trial's 2 workers plus the trial drivers' sliver, as the embedded cluster has. Its workers
     get the shared sweep's simulated memory limit (ZEROTUNE_FAULT_OOM_BATCH: batches of OOM_BATCH rows fail
     as out-of-memory); every other sweep on it uses smaller batches.
     """
+    from contextlib import ExitStack
+
     from tiny_models import OOM_BATCH
     from token_head import token_head
 
-    with token_head(num_cpus=3, worker_env={"ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH)}) as head:
-        yield head
+    state = request.config.stash.setdefault(HEAD_KEY, {"last_user": None, "stack": None})
+    state["stack"] = ExitStack()
+    return state["stack"].enter_context(token_head(num_cpus=3, worker_env={"ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH)}))
 
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     """ONE real tiny sweep shared by the sweep, report and job tests (see tiny_models.sweep_raw): completed,
     pruned, out-of-memory and diverged trials, then a refit. Submitted as users do on a cluster, with
-    `ray job submit` to the token-auth head. Returns (config, summary with its refit, sweep directory, job)."""
+    `zerotune submit` to the token-auth head. Returns (config, summary with its refit, sweep directory, job)."""
     import json
-    import shutil
     import subprocess
 
     import yaml
@@ -90,13 +115,12 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     work = tmp_path_factory.mktemp("sweep-job")
     (work / "sweep.yaml").write_text(yaml.safe_dump(raw))
     address, token = ray_head["address"], ray_head["token"]
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = {**os.environ, "RAY_AUTH_TOKEN": token, "HOME": str(work)}  # HOME: no ~/.ray/auth_token of this machine
     env.pop("RAY_ADDRESS", None)
-    submitted = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--",
-                                "python", "-m", "sweeps", "sweep", "run", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    submitted = subprocess.run([sys.executable, "-m", "sweeps", "submit", "sweep.yaml", "--address", address, "--format", "json"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr[-2000:]
-    job_id = next(w.strip("'") for line in submitted.stdout.splitlines() for w in line.split() if w.strip("'").startswith("raysubmit_"))
+    job_id = json.loads(submitted.stdout.strip().splitlines()[-1])["job_id"]
     status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=900, poll_s=2)
     logs = jobs.job_logs(address=address, job_id=job_id, token=token)
     assert status["status"] == "SUCCEEDED", logs[-3000:]
@@ -105,3 +129,40 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     summary["refit"] = json.loads((root / "refit" / "metrics.json").read_text())
     job = {"id": job_id, "status": status, "logs": logs, "submit_output": submitted.stdout + submitted.stderr, "work": work}
     return load_config(raw=raw), summary, root, job
+
+
+@pytest.fixture(scope="session")
+def fault_markers(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def extensions_dir(tmp_path_factory):
+    """Where torch would JIT-build C++ extensions for these workers: it must stay empty on CPU."""
+    return tmp_path_factory.mktemp("torch-extensions")
+
+
+@pytest.fixture(scope="session")
+def trainer_ray(fault_markers, extensions_dir):
+    """One local Ray for the trainer integration modules (fits, methods): a Ray start is ~10 s here."""
+    import ray
+
+    from cluster.local import connect
+
+    # Workers inherit the environment of the Ray instance, so the faults are set before it starts; they
+    # fire only in fits whose records path contains "/restart/" (the fault test's fit), once each.
+    faults = {
+        "ZEROTUNE_FAULT_ONLY": "/restart/",
+        # epoch 1's engine state written, its state.json not: a half-written checkpoint
+        "ZEROTUNE_FAULT_KILL_IN_CHECKPOINT": f"0:1:{fault_markers / 'killed-in-checkpoint'}",
+        "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
+        "TORCH_EXTENSIONS_DIR": str(extensions_dir),
+    }
+    os.environ.update(faults)
+    try:
+        connect(num_cpus=3)
+    finally:
+        for key in faults:
+            del os.environ[key]
+    yield
+    ray.shutdown()

@@ -127,9 +127,8 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
         "name": name, "task": "classification",
         "model": {"path": str(model_dir), "max_length": 16},
         "data": {"path": str(data)},
-        "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},  # the job path is tested, not learning
-        "deepspeed": {"zero_stage": 0},  # one worker, ZeRO-0: the path that skips the one-rank all-reduce
-        # The test head has 2 CPUs: one worker, and the trial driver's sliver of a CPU.
+        "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},
+        "deepspeed": {"zero_stage": 0},
         "scaling": {"num_workers": 1},
         "folds": {"k": 2, "test_fraction": 0.0},
         "search": {"num_trials": 1, "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}}, "scheduler": {"type": "none"}},
@@ -139,48 +138,41 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
     return path
 
 
-def _wait(address, job_id, token):
-    from cluster import jobs
-
-    status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=300, poll_s=2)
-    return status, jobs.job_logs(address=address, job_id=job_id, token=token)
-
-
-def test_ray_job_submit_runs_a_sweep(ray_head, tiny_sweep):
-    """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps sweep run ...`.
-    The session's shared tiny sweep (4 trials, a refit) is submitted that way (conftest.tiny_sweep)."""
+def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_head, tiny_sweep):
+    """The session's shared tiny sweep (4 trials, a refit) was submitted with `zerotune submit` (conftest.tiny_sweep).
+    Its job ran with the token in its environment (jobs inherit the head's): it must not reach anything written."""
     from sweeps.report import build_report
 
-    address, token = ray_head["address"], ray_head["token"]
+    token = ray_head["token"]
     _, summary, root, job = tiny_sweep
     assert job["status"]["status"] == "SUCCEEDED"
     assert summary["states"]["completed"] >= 1 and summary["refit"]["metrics"]
     assert token not in job["logs"] + job["submit_output"]
-    # The job ran with the token in its environment: it must not reach anything written down.
     build_report(str(root), formats=("html", "md", "json"))
     assert (root / "refit" / "model" / "README.md").is_file()  # the exported model card
     written = [p for p in root.rglob("*") if p.is_file()]
     written += [p for p in (ray_head["temp"] / "ray").rglob("*") if p.is_file() and ("log" in p.name or p.suffix in (".out", ".err"))]
     leaks = [str(p) for p in written if token.encode() in p.read_bytes()]
     assert not leaks, leaks
-    # without the token the same submission is refused
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    for key in ("RAY_AUTH_TOKEN", "RAY_ADDRESS"):
-        env.pop(key, None)
-    refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
-                             cwd=job["work"], env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0
 
 
-def test_zerotune_submit_runs_a_sweep(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
+def test_ray_job_submit_runs_zerotune_on_the_cluster(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
+    """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps ...`. The job
+    validates a sweep on the cluster (data, folds, model config, the cluster's resources); the full sweep path through
+    the same entrypoint is the `zerotune submit` job above. Without the token the submission is refused."""
     address, token = ray_head["address"], ray_head["token"]
     work = tmp_path / "work"
     work.mkdir()
-    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-zerotune")
-    submitted = _cli(["submit", "sweep.yaml", "--address", address, "--format", "json"], cwd=work, env_extra={"RAY_AUTH_TOKEN": token})
-    assert submitted.returncode == 0, submitted.stderr
-    job = json.loads(submitted.stdout.strip().splitlines()[-1])
-    status, logs = _wait(address, job["job_id"], token)
-    assert status["status"] == "SUCCEEDED", logs[-3000:]
-    assert (tmp_path / "results" / "via-zerotune" / "summary.json").exists()
+    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli")
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
+                           "python", "-m", "sweeps", "sweep", "validate", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "ok: folds: 2 x stratified" in proc.stdout and "succeeded" in proc.stdout.lower(), proc.stdout[-3000:]
+    assert token not in proc.stdout + proc.stderr
+    env.pop("RAY_AUTH_TOKEN")
+    refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
+                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0

@@ -59,6 +59,7 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
     raw["search"] = {**raw["search"], "num_trials": 3, "initial_points": points, "scheduler": {"type": "none"}, "max_concurrent_trials": 1}
     raw["train"] = {**raw["train"], "epochs": 2}  # 48 steps of 4 rows per fold: enough for the first point to learn
     raw["scaling"] = {"num_workers": 1}  # data parallelism is tested elsewhere; each worker group start costs ~7 s per worker
+    raw["deepspeed"] = {"zero_stage": 0}  # one worker, ZeRO-0: the path that skips DeepSpeed's one-rank all-reduce (it must still learn)
     raw["folds"], raw["final"] = {"k": K}, {"refit": False}
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))

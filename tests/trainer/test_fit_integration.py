@@ -2,7 +2,6 @@
 each ZeRO stage, export and reload, early stopping, and worker faults with restarts from checkpoints."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -14,40 +13,9 @@ pytestmark = pytest.mark.integration
 FIT_RESULTS = {}  # summaries by fit name: the fault test compares against the fault-free ZeRO-2 fit
 
 
-@pytest.fixture(scope="module")
-def fault_markers(tmp_path_factory):
-    return tmp_path_factory.mktemp("faults")
-
-
-@pytest.fixture(scope="module")
-def extensions_dir(tmp_path_factory):
-    """Where torch would JIT-build C++ extensions for these workers: it must stay empty on CPU."""
-    return tmp_path_factory.mktemp("torch-extensions")
-
-
 @pytest.fixture(scope="module", autouse=True)
-def ray_cluster(fault_markers, extensions_dir):
-    import ray
-
-    from cluster.local import connect
-
-    # Workers inherit the environment of the Ray instance, so the faults are set before it starts; they
-    # fire only in fits whose records path contains "/restart/" (the fault test's fit), once each.
-    faults = {
-        "ZEROTUNE_FAULT_ONLY": "/restart/",
-        # epoch 1's engine state written, its state.json not: a half-written checkpoint
-        "ZEROTUNE_FAULT_KILL_IN_CHECKPOINT": f"0:1:{fault_markers / 'killed-in-checkpoint'}",
-        "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
-        "TORCH_EXTENSIONS_DIR": str(extensions_dir),
-    }
-    os.environ.update(faults)
-    try:
-        connect(num_cpus=3)
-    finally:
-        for key in faults:
-            del os.environ[key]
-    yield
-    ray.shutdown()
+def ray_cluster(trainer_ray):
+    """The Ray instance of tests/trainer's integration modules, with the fault hooks (tests/conftest.py)."""
 
 
 def _bert_cfg(tmp_path, model_dir, data, stage, **train):
