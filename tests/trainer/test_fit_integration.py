@@ -92,7 +92,8 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     from pathlib import Path
 
     # A learning rate this small cannot move macro-F1: the fold stalls after its first epoch.
-    cfg = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1)
+    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1).model_dump(mode="json")
+    cfg = load_config(raw={**raw, "scaling": {**raw["scaling"], "num_workers": 1}})  # ranks do not matter here; a worker start does
     summary = run_fit(cfg, export=True)
     history = summary["history"]
     assert len(history) == 2, history  # stopped after patience (1) epochs without improvement, not at 5
