@@ -38,7 +38,8 @@ def test_one_worker_group_per_trial_and_one_tokenisation_per_sweep(sweep):
             assert len(starts) == trial["folds_done"]  # no fold re-run
         else:  # a stop can land while the next fold is being set up; a failed fold may go unrecorded
             assert len(starts) <= trial["folds_done"] + 1
-        assert len({s["pid"] for s in starts}) == 1  # every fold of a trial ran in the same worker processes
+        # Every fold of a trial ran in the same worker processes (a trial whose fold died unrecorded has none).
+        assert len({s["pid"] for s in starts}) == min(1, len(starts))
         assert all(s["setup_s"] > 0 for s in starts)
     assert summary["tokenize_s"] > 0  # the driver tokenised once; trials and folds index into that
 
