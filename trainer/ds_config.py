@@ -41,7 +41,9 @@ def build_deepspeed_config(
         # FusedAdam needs CUDA; on CPU without offload DeepSpeed must use torch's AdamW.
         if device == "cpu" and not ds.offload_optimizer:
             optimizer["params"]["torch_adam"] = True
-            optimizer["params"]["foreach"] = True  # torch's CPU default is a per-tensor loop: ~20% slower steps
+            # torch's fused CPU AdamW kernel (the Hugging Face Trainer's default, adamw_torch_fused); torch's own
+            # CPU default is a per-tensor loop, ~20% slower per step on MiniLM here.
+            optimizer["params"]["fused"] = True
     else:
         optimizer = {
             "type": "SGD",  # not a DeepSpeed optimizer: DeepSpeed takes it from torch.optim by name

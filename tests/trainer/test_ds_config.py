@@ -11,7 +11,7 @@ def test_batch_arithmetic_and_stage(stage):
     assert cfg["train_batch_size"] == 8 * 4 * 3
     assert cfg["zero_optimization"]["stage"] == stage
     assert cfg["bf16"]["enabled"] is False and cfg["fp16"]["enabled"] is False
-    assert cfg["optimizer"]["params"]["torch_adam"] is True and cfg["optimizer"]["params"]["foreach"] is True
+    assert cfg["optimizer"]["params"]["torch_adam"] is True and cfg["optimizer"]["params"]["fused"] is True
     assert ("stage3_gather_16bit_weights_on_model_save" in cfg["zero_optimization"]) == (stage == 3)
 
 
