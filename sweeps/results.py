@@ -70,8 +70,9 @@ def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, u
     return record
 
 
-def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = None) -> dict:
-    """The summary saved as summary.json: best trial, every trial, baseline and overhead."""
+def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = None, finished: bool | None = None) -> dict:
+    """The summary saved as summary.json: best trial, every trial, baseline and overhead. `finished`: the sweep
+    has ended (default: when its ResultGrid is given)."""
     by_id = {}
     if grid is not None:
         for result in grid:
@@ -79,7 +80,13 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
             by_id[tid] = result
     else:
         by_id = _tune_state(uri)
-    ids = sorted(set(list_dir(join(uri, "trials"))) | set(by_id))
+    on_disk = set(list_dir(join(uri, "trials")))
+    if grid is not None if finished is None else finished:
+        # A directory the finished sweep's Tune does not know, with no fold finished, is a trial an interrupted run
+        # started just before it stopped, before Tune saved its state; the resumed run asked the searcher again.
+        # Nothing was computed there, so nothing is lost by leaving it out.
+        on_disk = {t for t in on_disk if t in by_id or fold_records(join(uri, "trials", t))}
+    ids = sorted(on_disk | set(by_id))
     trials = [
         trial_record(uri, tid, metric=cfg.metric, k=cfg.folds.k, result=by_id.get(tid), use_gpu=cfg.scaling.use_gpu, workers=cfg.scaling.num_workers)
         for tid in ids

@@ -21,4 +21,4 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
     cfg = load_config(raw=read_json(join(uri, "config.json")))
     # Trials are re-read every time (a resumed sweep may be running); timing facts only the run knew come from summary.json.
     saved = read_json(join(uri, "summary.json")) if exists(join(uri, "summary.json")) else {}
-    return {**saved, **collect(uri, cfg=cfg)}
+    return {**saved, **collect(uri, cfg=cfg, finished=bool(saved))}

@@ -72,7 +72,7 @@ def train_loop_per_worker(config: dict) -> None:
         # Restored after the last fold was recorded (the driver died before it saw the end): report the
         # final result again, because Tune expects every trial's last result to carry the objective.
         last = fold_results[-1]
-        report = _report_metrics(fold_results, last["metrics"], spec, last["fold"], last["epochs_run"] - 1, len(folds), timings, last["trainable_params"], last["total_params"])
+        report = completed_report(fold_results, spec, len(folds))
         _report(None, report, spec, last["fold"], last["epochs_run"] - 1, fold_results, last["history"], state["resumes"], save=False, name=f"checkpoint_f{last['fold']:02d}_final")
         return
     for fold, (train_rows, val_rows) in enumerate(folds):
@@ -165,7 +165,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "stopped_early": bool(stalled and epoch < spec.train.epochs - 1),
                         "trainable_params": n_trainable, "total_params": n_total,
                         "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-                        "val_sha": hashlib.sha1(np.asarray(val_rows, dtype=np.int64).tobytes()).hexdigest(),
+                        "val_sha": rows_sha(val_rows),
                         "metrics": scored, "history": history,
                         "diverged": diverged_at, "resumes": resumes, "before": before,
                         "memory": _memory_by_rank(rss_start_mb, world),
@@ -473,6 +473,18 @@ def _report_metrics(fold_results, metrics, spec: FitSpec, fold, epoch, k, timing
     for i, r in enumerate(fold_results):
         out[f"fold{i}_{spec.metric}"] = r["metrics"].get(spec.metric, float("nan"))
     return out
+
+
+def rows_sha(rows) -> str:
+    """Which rows a fold validated on: a record from another split never counts as this fold's."""
+    return hashlib.sha1(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+def completed_report(fold_results: list[dict], spec: FitSpec, k: int) -> dict:
+    """The last report of a fit whose every fold is recorded, for Tune to see again after a restart."""
+    last = fold_results[-1]
+    timings = {"train_s": 0.0, "eval_s": 0.0, "setup_s": 0.0, "checkpoint_s": 0.0}  # nothing ran in this session
+    return _report_metrics(fold_results, last["metrics"], spec, last["fold"], last["epochs_run"] - 1, k, timings, last["trainable_params"], last["total_params"])
 
 
 def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_results, history, resumes: int, *, save: bool, name: str | None = None) -> None:

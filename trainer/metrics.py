@@ -13,66 +13,85 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, eval_loss: float) -> dict:
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-        roc_curve,
-    )
+def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at each distinct score, collinear points dropped (scikit-learn's curve)."""
+    order = np.argsort(-score, kind="mergesort")
+    score, positive = score[order], positive[order].astype(np.float64)
+    ends = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]
+    tps = np.cumsum(positive)[ends]
+    fps = 1 + ends - tps
+    if len(fps) > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps = fps[keep], tps[keep]
+    fps, tps = np.r_[0, fps], np.r_[0, tps]
+    return fps / fps[-1], tps / tps[-1]
 
+
+def _auc(positive: np.ndarray, score: np.ndarray) -> float:
+    fpr, tpr = roc_curve(positive, score)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, eval_loss: float) -> dict:
+    # numpy, not scikit-learn: importing sklearn.metrics costs every worker ~1.5 s of CPU before its first evaluation.
     n = len(label_names)
     probs = _softmax(logits.astype(np.float64))
     preds = probs.argmax(axis=1)
-    ids = list(range(n))
-    p, r, f, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
-    pm, rm, fm, _ = precision_recall_fscore_support(labels, preds, labels=ids, average="macro", zero_division=0)
+    labels = np.asarray(labels, dtype=np.int64)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    tp, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 counts as 0, as zero_division=0 does
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(support > 0, tp / support, 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     present = np.unique(labels)
     roc_auc = float("nan")
-    curves = {}
-    try:
-        if n == 2 and len(present) == 2:
-            roc_auc = float(roc_auc_score(labels, probs[:, 1]))
-        elif len(present) > 2:
-            # One-vs-rest over the classes present in this split; absent classes have no curve.
-            cols = [c for c in ids if c in present]
-            sub = probs[:, cols] / probs[:, cols].sum(axis=1, keepdims=True)
-            roc_auc = float(roc_auc_score(labels, sub, multi_class="ovr", labels=cols))
-        for c in present:
-            if 0 < (labels == c).sum() < len(labels):
-                fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
-                keep = np.linspace(0, len(fpr) - 1, min(len(fpr), 50)).astype(int)
-                curves[label_names[c]] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
-    except ValueError:
+    finite = bool(np.isfinite(probs).all())  # a diverged model's logits: no ranking to score
+    if not finite:
         pass
+    elif n == 2 and len(present) == 2:
+        roc_auc = _auc(labels == 1, probs[:, 1])
+    elif len(present) > 2:
+        # One-vs-rest over the classes present in this split (macro mean); absent classes have no curve.
+        sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+        roc_auc = float(np.mean([_auc(labels == c, sub[:, j]) for j, c in enumerate(present)]))
+    curves = {}
+    for c in present if finite else ():
+        if 0 < (labels == c).sum() < len(labels):
+            fpr, tpr = roc_curve(labels == c, probs[:, c])
+            keep = np.linspace(0, len(fpr) - 1, min(len(fpr), 50)).astype(int)
+            curves[label_names[c]] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
     return {
         "eval_loss": float(eval_loss),
-        "accuracy": float(accuracy_score(labels, preds)),
-        "precision_macro": float(pm),
-        "recall_macro": float(rm),
-        "f1_macro": float(fm),
+        "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
+        "precision_macro": float(p.mean()),
+        "recall_macro": float(r.mean()),
+        "f1_macro": float(f.mean()),
         "roc_auc": roc_auc,
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
             for i, name in enumerate(label_names)
         },
-        "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
+        "confusion_matrix": confusion.tolist(),
         "labels": list(label_names),
         "roc_curves": curves,
     }
 
 
 def regression_metrics(preds: np.ndarray, targets: np.ndarray, *, eval_loss: float) -> dict:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    preds = preds.reshape(-1)
+    preds = np.asarray(preds, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
     sample = np.linspace(0, len(preds) - 1, min(len(preds), 500)).astype(int)
+    residual = float(((targets - preds) ** 2).sum())
+    total = float(((targets - targets.mean()) ** 2).sum())
+    # scikit-learn's convention for constant targets: 1 for a perfect fit, else 0.
+    r2 = (1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)) if len(targets) > 1 else float("nan")
     return {
         "eval_loss": float(eval_loss),
-        "mse": float(mean_squared_error(targets, preds)),
-        "mae": float(mean_absolute_error(targets, preds)),
-        "r2": float(r2_score(targets, preds)) if len(targets) > 1 else float("nan"),
+        "mse": float(np.mean((preds - targets) ** 2)),
+        "mae": float(np.mean(np.abs(preds - targets))),
+        "r2": r2,
         "residuals": {"target": targets[sample].round(4).tolist(), "prediction": preds[sample].round(4).tolist()},
     }
 

@@ -134,3 +134,15 @@ def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypat
     # The job wrote to s3://bucket/runs; this machine reads the same storage at a local mount.
     found = job_sweep_uri(address="http://head:8265", job_id="raysubmit_1", token="t0k", storage=str(tmp_path / "store"))
     assert Path(found) == uri and seen == {"address": "http://head:8265", "job_id": "raysubmit_1", "token": "t0k"}
+
+
+def test_a_finished_sweep_leaves_out_a_trial_directory_an_interrupted_run_started_and_nothing_finished(tmp_path):
+    from sweeps.results import collect
+
+    uri = make_storage(tmp_path, task="regression", trials=REG_TRIALS[:2] + [{"params": {"learning_rate": 1e-3, "batch_size": 8}, "folds": 0}])
+    cfg = load_config(raw=json.loads((uri / "config.json").read_text()))
+    live = collect(str(uri), cfg=cfg)  # while a sweep may still run, a directory without folds is a trial in progress
+    assert live["states"]["unfinished"] == 1 and len(live["trials"]) == 3
+    done = collect(str(uri), cfg=cfg, finished=True)  # Tune knows none of these three, but two have folds on record
+    assert done["states"] == {"completed": 2, "pruned": 0, "failed": 0, "unfinished": 0}
+    assert done["best"]["trial_id"] == live["best"]["trial_id"]

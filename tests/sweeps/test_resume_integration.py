@@ -4,7 +4,8 @@
 2. the storage turned read-only mid-sweep (a read-only bind mount; needs root, as on the CI machine):
    the sweep stops at once with a clear error, and what it wrote stays readable.
 
-In the end every trial finished, none was re-run, and the best trial is the one an uninterrupted run picks.
+In the end every trial finished, none was re-run (a trial that finished before a stop reports its records
+again without starting workers), and the best trial is the one an uninterrupted run picks.
 """
 
 import json
@@ -69,7 +70,6 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
         # 1. Kill the driver and its Ray once a trial has finished.
         proc = subprocess.Popen(_cmd(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for(root, proc, 1)
-        time.sleep(3)  # let Tune persist the experiment state that records the finished trial
         first = _finished_trials(root)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -111,13 +111,16 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
 
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert summary["states"]["completed"] == 3
+    assert summary["states"]["completed"] == 3 and len(summary["trials"]) == 3, summary["states"]
     after = _finished_trials(disk / "resume")
     assert len(after) == 3
     for trial_id, mtime in second.items():
         assert after[trial_id] == mtime, f"trial {trial_id} was re-run"
         starts = list((disk / "resume" / "trials" / trial_id / "records" / "starts").glob("fold-*.json"))
         assert len(starts) == K  # each fold fitted exactly once
+        # Tune had not saved these trials as finished (killed, or unwritable storage), so it resumed them: they
+        # reported from their records, with no worker group (which would have left a final re-report checkpoint).
+        assert not list((disk / "resume" / "trials" / trial_id / "fit").glob("checkpoint_*_final")), trial_id
     assert summary["fold_fits"] == 3 * K
     # All trials are fixed initial points, so an uninterrupted run picks the same best configuration:
     # the trial that finished before the kill, with its scores untouched.

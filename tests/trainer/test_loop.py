@@ -60,3 +60,20 @@ def test_oom_errors_are_recognised_and_read_back(tmp_path):
     assert read_oom(str(tmp_path / "none")) is None
     (tmp_path / "oom-rank1.json").write_text(json.dumps({"fold": 0, "epoch": 1, "step": 4}))
     assert read_oom(str(tmp_path))["step"] == 4
+
+
+def test_a_completed_fit_reports_its_fold_mean_again_from_its_records():
+    from types import SimpleNamespace
+
+    from trainer.loop import completed_report
+
+    spec = SimpleNamespace(metric="f1_macro")
+    records = [
+        {"fold": i, "epochs_run": 3, "metrics": {"f1_macro": f, "accuracy": 0.9, "per_class": {}}, "trainable_params": 10, "total_params": 12}
+        for i, f in enumerate([0.5, 0.7])
+    ]
+    report = completed_report(records, spec, 2)
+    assert report["objective"] == pytest.approx(0.6) and report["objective_std"] == pytest.approx(0.1)
+    assert (report["folds_done"], report["folds_total"], report["fold"], report["epoch"]) == (2, 2, 1, 2)
+    assert report["fold0_f1_macro"] == 0.5 and report["epoch_f1_macro"] == 0.7 and "epoch_per_class" not in report
+    assert report["trainable_params"] == 10 and report["time_train_s"] == 0.0
