@@ -120,9 +120,6 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=_scheduler(cfg),
                 num_samples=cfg.search.num_trials, max_concurrent_trials=max_concurrent(cfg, free_resources()),
-                # A trial actor only drives its Train worker group; reusing it saves a process start and its
-                # imports (Ray Tune and Train, torch: ~5 s of CPU) per trial. The workers are still fresh per trial.
-                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name="tune", storage_path=fs_path, storage_filesystem=fs,
