@@ -120,6 +120,8 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
             tune_config=tune.TuneConfig(
                 search_alg=searcher, scheduler=_scheduler(cfg),
                 num_samples=cfg.search.num_trials, max_concurrent_trials=max_concurrent(cfg, free_resources()),
+                # Not reuse_actors: Train's TuneReportCallback reports through a queue actor that dies with the
+                # trial session that made it, so a reused trial actor's next Train run fails (Ray 2.60).
             ),
             run_config=tune.RunConfig(
                 name="tune", storage_path=fs_path, storage_filesystem=fs,
