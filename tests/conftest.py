@@ -153,8 +153,6 @@ def trainer_ray(fault_markers, extensions_dir):
     # fire only in fits whose records path contains "/restart/" (the fault test's fit), once each.
     faults = {
         "ZEROTUNE_FAULT_ONLY": "/restart/",
-        # epoch 1's engine state written, its state.json not: a half-written checkpoint
-        "ZEROTUNE_FAULT_KILL_IN_CHECKPOINT": f"0:1:{fault_markers / 'killed-in-checkpoint'}",
         "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
         "TORCH_EXTENSIONS_DIR": str(extensions_dir),
     }

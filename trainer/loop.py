@@ -259,21 +259,6 @@ def _fault_applies(spec: FitSpec) -> bool:
     return not only or only in (spec.records_uri or "")
 
 
-def _maybe_kill_in_checkpoint(spec: FitSpec, fold: int, epoch: int) -> None:
-    """Test hook: ZEROTUNE_FAULT_KILL_IN_CHECKPOINT='fold:epoch:marker' SIGKILLs rank 0 once, after the
-    engine state of that epoch's checkpoint is written and before its state.json: a half-written checkpoint."""
-    plan = os.environ.get("ZEROTUNE_FAULT_KILL_IN_CHECKPOINT")
-    if not plan or not _fault_applies(spec):
-        return
-    f, e, marker = plan.split(":", 2)
-    if (fold, epoch) == (int(f), int(e)) and not Path(marker).exists():
-        import ray.train
-
-        if ray.train.get_context().get_world_rank() == 0:
-            Path(marker).write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _maybe_inject_fault(spec: FitSpec, fold: int, epoch: int, step: int) -> None:
     """Test hook: ZEROTUNE_FAULT_KILL_AT='fold:epoch:step:marker' SIGKILLs this process once."""
     plan = os.environ.get("ZEROTUNE_FAULT_KILL_AT")
@@ -495,7 +480,6 @@ def _report(engine, metrics: dict, spec: FitSpec, fold: int, epoch: int, fold_re
     with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
         if save:
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
-        _maybe_kill_in_checkpoint(spec, fold, epoch)
         if ray.train.get_context().get_world_rank() == 0:
             state = {"fold": fold, "epoch": epoch, "engine_saved": save, "fold_results": fold_results, "history": history, "resumes": resumes}
             Path(tmp, "state.json").write_text(json.dumps(state, default=float))

@@ -1,5 +1,5 @@
 """Real Ray Train + DeepSpeed fits of tiny random-initialised models on a local Ray cluster (2 CPU workers):
-each ZeRO stage, export and reload, early stopping, and worker faults with restarts from checkpoints."""
+each ZeRO stage, export and reload, early stopping, and a worker fault with a restart from a checkpoint."""
 
 import json
 
@@ -104,24 +104,23 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     _reload_and_compare(Path(summary["model_dir"]), "classification")
 
 
-def test_killed_workers_resume_from_the_last_complete_checkpoint(tmp_path, tiny_bert_dir, keyword_csv, fault_markers):
-    """Two injected faults in one fit: a worker SIGKILLed while writing epoch 1's checkpoint, another mid
-    epoch 2. The fit finishes with the scores of the fault-free run (the ZeRO-2 fit above, same config)."""
+def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoint(tmp_path, tiny_bert_dir, keyword_csv, fault_markers):
+    """A worker SIGKILLed mid epoch 2: Ray Train replaces the worker group, which resumes from epoch 1's checkpoint
+    and finishes with the scores of the fault-free run (the ZeRO-2 fit above, same config and seed). That a
+    checkpoint without its state.json is never resumed from is unit-tested (tests/trainer/test_loop.py)."""
     from pathlib import Path
 
     raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2).model_dump(mode="json")
-    faulty = run_fit(load_config(raw={**raw, "name": "restart", "scaling": {**raw["scaling"], "max_failures": 3}}), export=False)
-    assert (fault_markers / "killed").exists() and (fault_markers / "killed-in-checkpoint").exists(), "a fault was not injected"
+    faulty = run_fit(load_config(raw={**raw, "name": "restart"}), export=False)
+    assert (fault_markers / "killed").exists(), "the fault was not injected"
     clean = FIT_RESULTS.get("bert-z2") or run_fit(_bert_cfg(tmp_path / "clean", tiny_bert_dir, keyword_csv, 2), export=False)
     assert [h["epoch"] for h in faulty["history"]] == [0, 1, 2]
     records = Path(faulty["metrics_path"]).with_name("records")
     starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]
-    # Two injected failures, two restarts. The first restart could not use the half-written epoch-1
-    # checkpoint (that would start at epoch 2): it resumed after epoch 0 (or from scratch, if the kill
-    # beat Ray Train's registration of epoch 0's checkpoint). The second resumed after epoch 1 (or 0).
-    assert len(starts) == 3 and starts[0]["start_epoch"] == 0, starts
-    assert starts[1]["start_epoch"] in (0, 1) and starts[2]["start_epoch"] in (1, 2), starts
-    # `resumes` counts the restarts in the lineage of the checkpoint the fit finished from.
-    assert json.loads((records / "fold-0.json").read_text())["resumes"] in (1, 2)
+    # One failure, one restart, from a checkpoint: after epoch 1 (or after epoch 0, if the kill beat Ray Train's
+    # registration of epoch 1's checkpoint), never from scratch. Each worker group ran in its own processes.
+    assert len(starts) == 2 and starts[0]["start_epoch"] == 0 and starts[1]["start_epoch"] in (1, 2), starts
+    assert starts[0]["pid"] != starts[1]["pid"]
+    assert json.loads((records / "fold-0.json").read_text())["resumes"] == 1
     assert faulty["metrics"]["eval_loss"] == pytest.approx(clean["metrics"]["eval_loss"], abs=1e-3)
     assert faulty["metrics"]["accuracy"] == pytest.approx(clean["metrics"]["accuracy"], abs=0.02)
