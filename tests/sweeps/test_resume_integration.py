@@ -1,6 +1,7 @@
 """A sweep through two faults, each followed by the same command again:
 
-1. the driver (and the embedded Ray it started) SIGKILLed after a trial finished;
+1. the driver SIGKILLed after a trial finished (its cluster lives on, as a `ray job` driver's does; the
+   session's token-auth head, so no Ray start per run);
 2. the storage turned read-only mid-sweep (a read-only bind mount; needs root, as on the CI machine):
    the sweep stops at once with a clear error, and what it wrote stays readable.
 
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.integration
 K = 2
 
 
-def _cmd(config):
-    return [sys.executable, "-m", "sweeps", "sweep", "run", str(config), "--format", "json"]
+def _cmd(config, gcs):
+    return [sys.executable, "-m", "sweeps", "sweep", "run", str(config), "--address", gcs, "--format", "json"]
 
 
 def _finished_trials(root: Path) -> dict[str, float]:
@@ -48,7 +49,7 @@ def _wait_for(root: Path, proc, n: int, timeout: float = 400) -> dict:
     return _finished_trials(root)
 
 
-def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir, keyword_csv):
+def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir, keyword_csv, ray_head):
     disk, mnt = tmp_path / "disk", tmp_path / "mnt"
     disk.mkdir()
     mnt.mkdir()
@@ -65,10 +66,12 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))
     root = mnt / "resume"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head["token"], "HOME": str(tmp_path)}
+    env.pop("RAY_ADDRESS", None)
+    cmd = _cmd(config, ray_head["gcs"])
     try:
-        # 1. Kill the driver and its Ray once a trial has finished.
-        proc = subprocess.Popen(_cmd(config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # 1. Kill the driver once a trial has finished.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for(root, proc, 1)
         first = _finished_trials(root)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -76,7 +79,7 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
         assert len(first) == 1
 
         # 2. The same command resumes; once another trial has finished, the storage turns read-only.
-        proc = subprocess.Popen(_cmd(config), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         if can_mount:
             second = _wait_for(root, proc, 2)
             time.sleep(2)
@@ -99,7 +102,7 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
             assert all(states[t] == "completed" for t in second)
             # 3. Writable again: the same command finishes the sweep.
             assert _mount("-o", "remount,rw,bind", str(mnt))
-            done = subprocess.run(_cmd(config), env=env, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         else:
             second = first
             out, err = proc.communicate(timeout=600)
