@@ -80,8 +80,10 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
             by_id[tid] = result
     else:
         by_id = _tune_state(uri)
+    if finished is None:
+        finished = grid is not None
     on_disk = set(list_dir(join(uri, "trials")))
-    if grid is not None if finished is None else finished:
+    if finished:
         # A directory the finished sweep's Tune does not know, with no fold finished, is a trial an interrupted run
         # started just before it stopped, before Tune saved its state; the resumed run asked the searcher again.
         # Nothing was computed there, so nothing is lost by leaving it out.

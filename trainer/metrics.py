@@ -46,22 +46,19 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
         r = np.where(support > 0, tp / support, 0.0)
         f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     present = np.unique(labels)
-    roc_auc = float("nan")
-    finite = bool(np.isfinite(probs).all())  # a diverged model's logits: no ranking to score
-    if not finite:
-        pass
-    elif n == 2 and len(present) == 2:
-        roc_auc = _auc(labels == 1, probs[:, 1])
-    elif len(present) > 2:
-        # One-vs-rest over the classes present in this split (macro mean); absent classes have no curve.
-        sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
-        roc_auc = float(np.mean([_auc(labels == c, sub[:, j]) for j, c in enumerate(present)]))
-    curves = {}
-    for c in present if finite else ():
-        if 0 < (labels == c).sum() < len(labels):
-            fpr, tpr = roc_curve(labels == c, probs[:, c])
-            keep = np.linspace(0, len(fpr) - 1, min(len(fpr), 50)).astype(int)
-            curves[label_names[c]] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
+    roc_auc, curves = float("nan"), {}
+    if np.isfinite(probs).all():  # a diverged model's logits have no ranking to score
+        if n == 2 and len(present) == 2:
+            roc_auc = _auc(labels == 1, probs[:, 1])
+        elif len(present) > 2:
+            # One-vs-rest over the classes present in this split (macro mean); absent classes have no curve.
+            sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+            roc_auc = float(np.mean([_auc(labels == c, sub[:, j]) for j, c in enumerate(present)]))
+        for c in present:
+            if 0 < (labels == c).sum() < len(labels):
+                fpr, tpr = roc_curve(labels == c, probs[:, c])
+                keep = np.linspace(0, len(fpr) - 1, min(len(fpr), 50)).astype(int)
+                curves[label_names[c]] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
     return {
         "eval_loss": float(eval_loss),
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
@@ -85,8 +82,12 @@ def regression_metrics(preds: np.ndarray, targets: np.ndarray, *, eval_loss: flo
     sample = np.linspace(0, len(preds) - 1, min(len(preds), 500)).astype(int)
     residual = float(((targets - preds) ** 2).sum())
     total = float(((targets - targets.mean()) ** 2).sum())
-    # scikit-learn's convention for constant targets: 1 for a perfect fit, else 0.
-    r2 = (1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)) if len(targets) > 1 else float("nan")
+    if len(targets) < 2:
+        r2 = float("nan")
+    elif total > 0:
+        r2 = 1.0 - residual / total
+    else:  # constant targets: scikit-learn's convention, 1 for a perfect fit, else 0
+        r2 = 1.0 if residual == 0 else 0.0
     return {
         "eval_loss": float(eval_loss),
         "mse": float(np.mean((preds - targets) ** 2)),
