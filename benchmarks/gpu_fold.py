@@ -27,8 +27,8 @@ def peak_flops() -> tuple[str, float | None]:
 
 def gpu_fold(name: str) -> dict:
     from sweeps.config import load_config
-    from sweeps.fit import run_fit
-    from sweeps.preflight import count_parameters
+    from sweeps.final.train import run_fit
+    from sweeps.preflight.checks import count_parameters
 
     path, overrides = RUNS[name]
     cfg = load_config(path, [*overrides, f"name=bench-gpu-{name}", "storage.path=./results/bench",

@@ -19,8 +19,8 @@ def hf_search(*, zerotune_summary: dict | None = None) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from benchmarks.sweep_costs import sweep_config
-    from sweeps.prepare import encode
-    from sweeps.run import prepare_sweep
+    from sweeps.preflight.data import encode
+    from sweeps.search.run import prepare_sweep
     from trainer.data import collate
     from trainer.model import load_base_model
 

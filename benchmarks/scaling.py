@@ -34,7 +34,7 @@ def one_fit(*, stage: int, workers: int, stamp: str) -> dict:
     import ray
 
     from sweeps.config import load_config
-    from sweeps.fit import run_fit
+    from sweeps.final.train import run_fit
 
     cfg = load_config(CONFIG, [
         f"name=bench-scaling-{stamp}-z{stage}-w{workers}", "storage.path=./results/bench", "data.max_rows=600",

@@ -16,7 +16,7 @@ CONFIG = "examples/classification.vader-tweets.yaml"
 
 def _setup(rows: int, max_length: int):
     from sweeps.config import load_config
-    from sweeps.prepare import encode, load_examples
+    from sweeps.preflight.data import encode, load_examples
 
     cfg = load_config(CONFIG, [f"data.max_rows={rows}", f"model.max_length={max_length}"])
     examples = load_examples(cfg, min_per_class=2)
@@ -95,7 +95,7 @@ def hf_trainer(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
 def zerotune_fit(cfg, *, rows: int, steps: int, batch: int, max_length: int) -> float:
     """Median seconds per step inside a `zerotune train` fit: 1 Ray Train worker with both CPUs, ZeRO-0."""
     from sweeps.config import load_config
-    from sweeps.fit import run_fit
+    from sweeps.final.train import run_fit
 
     fit_cfg = load_config(CONFIG, [
         "name=bench-step-overhead", "storage.path=./results/bench", f"data.max_rows={rows}", f"model.max_length={max_length}",

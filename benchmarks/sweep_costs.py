@@ -26,7 +26,7 @@ def run_pair() -> dict:
     """Both sweeps, unpruned first; each a fresh sweep directory (nothing resumed)."""
     import ray
 
-    from sweeps.run import run_sweep
+    from sweeps.search.run import run_sweep
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = {}
@@ -62,7 +62,7 @@ def pruning(pair: dict) -> dict:
 
 def trial_overhead(summary: dict) -> dict:
     """Row 2: per-trial and per-fold fixed costs of the unpruned sweep, from its records in storage."""
-    from sweeps.results import fold_records
+    from sweeps.results.collect import fold_records
     from trainer.storage import join, list_dir, read_json
 
     uri = summary["storage"]

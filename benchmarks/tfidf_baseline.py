@@ -15,8 +15,8 @@ def tfidf_baseline(config: str, overrides: list[str] | None = None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from sweeps.config import load_config
-    from sweeps.folds import train_val_split
-    from sweeps.prepare import load_examples
+    from sweeps.search.folds import train_val_split
+    from sweeps.preflight.data import load_examples
 
     cfg = load_config(config, overrides)
     examples = load_examples(cfg, min_per_class=2)

@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Callable, Mapping
 
-from trainer.errors import ClusterError
+from zerotune.errors import ClusterError
 
 DEFAULT_TOKEN_FILE = "~/.ray/auth_token"
 # Never uploaded as the job's working_dir: environments, local results, VCS data.

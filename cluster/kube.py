@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any, Callable
 
-from trainer.errors import ClusterError
+from zerotune.errors import ClusterError
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 DEFAULT_NAME = "zerotune"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from trainer.errors import ClusterError
+from zerotune.errors import ClusterError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from trainer.config import (
     Task,
     TrainConfig,
 )
-from trainer.errors import ConfigError
+from trainer.metrics import DEFAULT_METRIC, Direction, direction, metric_names
+from zerotune.errors import ConfigError
 
-DEFAULT_METRIC = {"classification": ("f1_macro", "max"), "regression": ("mse", "min"), "causal-lm": ("eval_loss", "min")}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -140,22 +140,11 @@ class SweepConfig(Group):
 
     @property
     def metric(self) -> str:
-        return self.search.metric or DEFAULT_METRIC[self.task][0]
+        return self.search.metric or DEFAULT_METRIC[self.task]
 
     @property
-    def mode(self) -> str:
-        if self.search.mode:
-            return self.search.mode
-        if self.search.metric is None:
-            return DEFAULT_METRIC[self.task][1]
-        return "min" if self.search.metric in {"mse", "mae", "eval_loss", "perplexity", "loss"} else "max"
-
-
-METRICS_BY_TASK = {
-    "classification": {"f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc", "eval_loss"},
-    "regression": {"mse", "mae", "r2", "eval_loss"},
-    "causal-lm": {"eval_loss", "perplexity"},
-}
+    def mode(self) -> Direction:
+        return self.search.mode or direction(self.metric)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -269,8 +258,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
     """Rules that span groups, each naming the field to change."""
     problems = []
-    if cfg.metric not in METRICS_BY_TASK[cfg.task]:
-        allowed = ", ".join(sorted(METRICS_BY_TASK[cfg.task]))
+    if cfg.metric not in metric_names(cfg.task):
+        allowed = ", ".join(metric_names(cfg.task))
         problems.append(("search.metric", f"unknown metric {cfg.metric!r} for {cfg.task}", f"use one of: {allowed}"))
     if cfg.task == "causal-lm" and bool(cfg.data.prompt_column) != bool(cfg.data.response_column):
         problems.append(("data.response_column", "prompt_column and response_column go together", "set both, or neither for plain text"))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from trainer.config import DataConfig, Task
-from trainer.errors import DataError
+from zerotune.errors import DataError
 
 log = logging.getLogger(__name__)
 

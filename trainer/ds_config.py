@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trainer.config import DeepSpeedConfig, TrainConfig
-from trainer.errors import problem
+from zerotune.errors import problem
 
 
 def resolve_precision(ds: DeepSpeedConfig, *, device: str, bf16_supported: bool) -> str:

@@ -8,7 +8,7 @@ optimizer state and are never updated, under any ZeRO stage.
 from __future__ import annotations
 
 from trainer.config import ModelConfig, Task
-from trainer.errors import problem
+from zerotune.errors import problem
 
 _PEFT_TASK = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 

@@ -1,10 +1,91 @@
-"""Metrics from gathered predictions, per task. Plain floats and lists: JSON-ready."""
+"""Metrics: the registry of every scalar metric (task, direction, display order) and the functions that compute them.
+
+The registry is the one list of metric names: config validation, the worker's best epoch, the sweep's
+best trial, tables and reports all read it. Computed values are plain floats and lists: JSON-ready.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+Direction = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    tasks: tuple[str, ...]
+    direction: Direction
+    doc: str
+
+
+# Display order is the order here.
+METRICS = (
+    Metric("f1_macro", ("classification",), "max", "macro-averaged F1"),
+    Metric("accuracy", ("classification",), "max", "share of rows classified right"),
+    Metric("precision_macro", ("classification",), "max", "macro-averaged precision"),
+    Metric("recall_macro", ("classification",), "max", "macro-averaged recall"),
+    Metric("roc_auc", ("classification",), "max", "ROC AUC (one-vs-rest macro mean for >2 classes)"),
+    Metric("mse", ("regression",), "min", "mean squared error"),
+    Metric("mae", ("regression",), "min", "mean absolute error"),
+    Metric("r2", ("regression",), "max", "coefficient of determination"),
+    Metric("eval_loss", ("classification", "regression", "causal-lm"), "min", "evaluation loss"),
+    Metric("perplexity", ("causal-lm",), "min", "exp(mean token loss)"),
+)
+DEFAULT_METRIC = {"classification": "f1_macro", "regression": "mse", "causal-lm": "eval_loss"}
+_BY_NAME = {m.name: m for m in METRICS}
+
+
+def metric_names(task: str) -> list[str]:
+    """The metrics a task can be scored on, in display order."""
+    return [m.name for m in METRICS if task in m.tasks]
+
+
+def direction(name: str) -> Direction:
+    """Whether larger ('max') or smaller ('min') is better; unknown names are losses ('min')."""
+    known = _BY_NAME.get(name)
+    return known.direction if known else "min"
+
+
+def better(a: float, b: float, mode: Direction) -> bool:
+    """Is score `a` better than `b`? A non-finite score is never better; anything finite beats one."""
+    if not math.isfinite(a):
+        return False
+    if not math.isfinite(b):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def best_first(value: float, mode: Direction) -> float:
+    """A sort key that puts the best score first (ascending sort); non-finite scores last."""
+    if not math.isfinite(value):
+        return math.inf
+    return -value if mode == "max" else value
+
+
+def best_of(items: list, key, mode: Direction):
+    """The item whose finite `key(item)` is best under `mode`; None when none is finite."""
+    best = None
+    for item in items:
+        if best is None or better(key(item), key(best), mode):
+            best = item
+    return best if best is not None and math.isfinite(key(best)) else None
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numeric top-level entries (what Tune and tables show): registry metrics first in display order,
+    then the rest by name."""
+    known = [m.name for m in METRICS if m.name in metrics]
+    rest = sorted(k for k in metrics if k not in _BY_NAME)
+    return {k: metrics[k] for k in known + rest if _is_number(metrics[k])}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,7 +182,3 @@ def causal_lm_metrics(total_loss: float, total_tokens: int) -> dict:
     mean = total_loss / max(total_tokens, 1)
     return {"eval_loss": float(mean), "perplexity": float(math.exp(min(mean, 50.0))), "eval_tokens": int(total_tokens)}
 
-
-def scalar_metrics(metrics: dict) -> dict:
-    """The numeric top-level entries (what Tune and tables show)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

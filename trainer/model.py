@@ -6,7 +6,7 @@ from pathlib import Path
 
 from trainer.config import ModelConfig, Task
 from trainer.data import resolve_path
-from trainer.errors import problem
+from zerotune.errors import problem
 
 # Config attributes that hold dropout rates, by architecture family.
 _DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "dropout")

@@ -7,7 +7,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from trainer.errors import StorageError
+from zerotune.errors import StorageError
 
 
 def filesystem(uri: str):

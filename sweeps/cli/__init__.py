@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.errors import ConfigError, ZerotuneError
+from zerotune.errors import ConfigError, ZerotuneError
 
 # Import paths, not modules: a command's heavy imports happen only when it runs.
 _COMMAND_MODULES = (

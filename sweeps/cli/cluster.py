@@ -1,6 +1,6 @@
 """`zerotune cluster status|scale|wait|render`: the KubeRay RayCluster of k8s/.
 
-Thin handlers over `cluster.kube` (kubernetes client) and `cluster.render` (pure sizing).
+Thin handlers over `cluster.kube` (kubernetes client) and `cluster.sizing` (pure sizing).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _wait(args) -> int:
 
 
 def _render(args) -> int:
-    from cluster.render import raycluster_patch, render_patch_yaml, worker_plan
+    from cluster.sizing import raycluster_patch, render_patch_yaml, worker_plan
     from sweeps.config import load_config
 
     cfg = load_config(args.config, args.overrides)

@@ -48,7 +48,7 @@ def _config_path(config: str) -> str:
     """The config relative to the current directory: the job runs in an uploaded copy of it."""
     from pathlib import Path
 
-    from trainer.errors import ConfigError
+    from zerotune.errors import ConfigError
 
     path = Path(config).resolve()
     if not path.is_file():

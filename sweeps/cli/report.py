@@ -48,15 +48,15 @@ def add_parser(subparsers) -> None:
 
 
 def _report(args) -> int:
-    from sweeps.report import build_report
-    from sweeps.status import locate_sweep
-    from trainer.errors import ConfigError
+    from sweeps.report.facts import build_report
+    from sweeps.results.status import locate_sweep
+    from zerotune.errors import ConfigError
 
     if args.job_id or args.address:
         if not (args.job_id and args.address) or args.sweep:
             raise ConfigError([("--job-id", "a job's report needs --address and --job-id, and no sweep argument", "zerotune report --address http://HEAD:8265 --job-id ID")])
         from cluster.jobs import resolve_token
-        from sweeps.job_sweep import job_sweep_uri
+        from sweeps.results.job import job_sweep_uri
 
         uri = job_sweep_uri(address=args.address, job_id=args.job_id, token=resolve_token(token_file=args.token_file), storage=args.storage)
     elif args.sweep:
@@ -79,8 +79,8 @@ def _report(args) -> int:
 
 def _refit(args) -> int:
     from sweeps.cli import data_stdout
-    from sweeps.refit import refit
-    from sweeps.report import scalar_metrics
+    from sweeps.final.refit import refit
+    from trainer.metrics import scalar_metrics
 
     with data_stdout(args.format):
         summary = refit(args.sweep, storage=args.storage, address=args.address, worker_logs=args.format != "json")
@@ -97,7 +97,7 @@ def _refit(args) -> int:
 
 def _predict(args) -> int:
     from sweeps.cli import data_stdout
-    from sweeps.predict import predict
+    from sweeps.final.predict import predict
 
     with data_stdout(args.format):
         result = predict(args.model_dir, input_path=args.input, text_column=args.text_column, output=args.output, batch_size=args.batch_size)

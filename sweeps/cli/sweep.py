@@ -51,8 +51,8 @@ def _load(args):
 
 def _run(args) -> int:
     from sweeps.cli import data_stdout, emit
-    from sweeps.render import sweep_table
-    from sweeps.run import run_sweep
+    from sweeps.cli.tables import sweep_table
+    from sweeps.search.run import run_sweep
 
     cfg = _load(args)
     with data_stdout(args.format):
@@ -62,7 +62,7 @@ def _run(args) -> int:
 
 
 def _validate(args) -> int:
-    from sweeps.validate import validate
+    from sweeps.preflight.validate import validate
 
     report = validate(_load(args), address=args.address)
     if args.format == "json":
@@ -73,8 +73,8 @@ def _validate(args) -> int:
 
 
 def _status(args) -> int:
-    from sweeps.render import sweep_table
-    from sweeps.status import sweep_status
+    from sweeps.cli.tables import sweep_table
+    from sweeps.results.status import sweep_status
 
     from sweeps.cli import emit
 

@@ -25,8 +25,8 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     from sweeps.cli import data_stdout, emit
     from sweeps.config import load_config
-    from sweeps.fit import run_fit
-    from sweeps.render import fit_table
+    from sweeps.final.train import run_fit
+    from sweeps.cli.tables import fit_table
 
     cfg = load_config(args.config, args.overrides)
     with data_stdout(args.format):

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from cluster.jobs import resolve_token, sweep_entrypoint
-from trainer.errors import ClusterError
+from zerotune.errors import ClusterError
 
 
 @pytest.fixture

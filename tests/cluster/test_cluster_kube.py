@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube_fake_api import FakeKubeAPI  # noqa: E402
 
 from sweeps.cli import main  # noqa: E402
-from trainer.errors import ClusterError  # noqa: E402
+from zerotune.errors import ClusterError  # noqa: E402
 
 NS, NAME = "zerotune", "zerotune"
 RC_PATH = f"/apis/ray.io/v1/namespaces/{NS}/rayclusters/{NAME}"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.render import raycluster_patch, render_patch_yaml, worker_plan
+from cluster.sizing import raycluster_patch, render_patch_yaml, worker_plan
 from sweeps.cli import main
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.errors import ClusterError
+from zerotune.errors import ClusterError
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
 def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_head, tiny_sweep):
     """The session's shared tiny sweep (4 trials, a refit) was submitted with `zerotune submit` (conftest.tiny_sweep).
     Its job ran with the token in its environment (jobs inherit the head's): it must not reach anything written."""
-    from sweeps.report import build_report
+    from sweeps.report.facts import build_report
 
     token = ray_head["token"]
     _, summary, root, job = tiny_sweep

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sweeps.config import config_help, load_config, parse_overrides
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 BASE = {"data": {"path": "x.csv"}}
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO
 from sweeps.config import load_config
-from sweeps.run import prepare_sweep
+from sweeps.search.run import prepare_sweep
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from sweeps.folds import Folds, make_folds
+from sweeps.search.folds import Folds, make_folds
 from trainer.data import Examples
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 
 def _examples(labels, groups=None):

@@ -12,7 +12,7 @@ from sweeps.config import load_config
 def _schema():
     from importlib.resources import files
 
-    return json.loads(files("sweeps").joinpath("report.schema.json").read_text())
+    return json.loads(files("sweeps.report").joinpath("report.schema.json").read_text())
 
 
 def _fold(task, fold, rng, *, diverged=None):
@@ -65,7 +65,7 @@ REG_TRIALS = [
 def test_regression_report_has_residuals_importances_and_validates(tmp_path):
     import jsonschema
 
-    from sweeps.report import build_report
+    from sweeps.report.facts import build_report
 
     uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS)
     out = build_report(str(uri), formats=("html", "md", "json"), out_dir=str(tmp_path / "out"))
@@ -80,7 +80,7 @@ def test_regression_report_has_residuals_importances_and_validates(tmp_path):
 
 
 def test_causal_lm_report_has_eval_loss_curve_over_a_uri(tmp_path):
-    from sweeps.report import build_report
+    from sweeps.report.facts import build_report
 
     uri = make_storage(tmp_path / "store", task="causal-lm", trials=REG_TRIALS[:2])
     out = build_report(uri.as_uri(), formats=("md",), out_dir=str(tmp_path / "out"))  # file:// goes through pyarrow
@@ -91,7 +91,7 @@ def test_causal_lm_report_has_eval_loss_curve_over_a_uri(tmp_path):
 def test_one_completed_trial_gives_a_note_not_an_importance_plot(tmp_path):
     import jsonschema
 
-    from sweeps.report import build_report
+    from sweeps.report.facts import build_report
 
     uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
     out = build_report(str(uri), formats=("json",), out_dir=str(tmp_path / "out"))
@@ -101,8 +101,8 @@ def test_one_completed_trial_gives_a_note_not_an_importance_plot(tmp_path):
 
 
 def test_refit_without_a_test_split_names_test_fraction(tmp_path):
-    from sweeps.refit import refit
-    from trainer.errors import ConfigError
+    from sweeps.final.refit import refit
+    from zerotune.errors import ConfigError
 
     uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
     with pytest.raises(ConfigError) as info:
@@ -119,7 +119,7 @@ def test_cli_report_of_a_missing_sweep_is_one_error_line(tmp_path, capsys):
 
 def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypatch):
     from cluster import jobs
-    from sweeps.job_sweep import job_sweep_uri, parse_entrypoint
+    from sweeps.results.job import job_sweep_uri, parse_entrypoint
 
     uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
     entry = jobs.sweep_entrypoint(config="missing.yaml", overrides=["name=syn-regression", "search.num_trials=2"], storage="s3://bucket/runs")
@@ -137,7 +137,7 @@ def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypat
 
 
 def test_a_finished_sweep_leaves_out_a_trial_directory_an_interrupted_run_started_and_nothing_finished(tmp_path):
-    from sweeps.results import collect
+    from sweeps.results.collect import collect
 
     uri = make_storage(tmp_path, task="regression", trials=REG_TRIALS[:2] + [{"params": {"learning_rate": 1e-3, "batch_size": 8}, "folds": 0}])
     cfg = load_config(raw=json.loads((uri / "config.json").read_text()))

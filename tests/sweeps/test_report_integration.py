@@ -25,7 +25,7 @@ def sweep(tiny_sweep):
 def report(sweep, tmp_path_factory):
     import ray
 
-    from sweeps.report import build_report
+    from sweeps.report.facts import build_report
 
     assert not ray.is_initialized()
     _, _, root, _ = sweep
@@ -38,7 +38,7 @@ def report(sweep, tmp_path_factory):
 def _schema():
     from importlib.resources import files
 
-    return json.loads(files("sweeps").joinpath("report.schema.json").read_text())
+    return json.loads(files("sweeps.report").joinpath("report.schema.json").read_text())
 
 
 def test_report_from_storage_has_every_section(report):
@@ -124,7 +124,7 @@ def test_refit_test_metrics_in_report_and_export_reloads(sweep, report):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sweeps.prepare import load_examples
+    from sweeps.preflight.data import load_examples
 
     cfg, summary, root, _ = sweep
     refit = report["facts"]["refit"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from sweeps.config import load_config
-from sweeps.space import apply_params, tune_space
-from trainer.errors import ConfigError
+from sweeps.search.space import apply_params, tune_space
+from zerotune.errors import ConfigError
 
 
 def _cfg(space, **model):

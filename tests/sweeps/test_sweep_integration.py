@@ -68,7 +68,7 @@ def test_pruning_and_running_mean(sweep):
 
 
 def test_out_of_memory_fails_its_trial_once_and_the_sweep_goes_on(sweep):
-    from sweeps.report import report_facts
+    from sweeps.report.facts import report_facts
 
     summary, root = sweep
     oom = [t for t in summary["trials"] if t["params"]["batch_size"] == OOM_BATCH]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sweeps.trial import finished_before
+from sweeps.search.trial import finished_before
 from trainer.loop import rows_sha
 
 FOLDS = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]

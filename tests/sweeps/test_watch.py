@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sweeps.watch import raise_if_storage_broke, storage_problem
-from trainer.errors import StorageError
+from sweeps.search.watch import raise_if_storage_broke, storage_problem
+from zerotune.errors import StorageError
 
 
 def test_storage_problem(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from trainer.config import DataConfig
 from trainer.data import collate, read_table, resolve_path, to_examples, tokenize
-from trainer.errors import ConfigError, DataError
+from zerotune.errors import ConfigError, DataError
 
 from conftest import VADER
 

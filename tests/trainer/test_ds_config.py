@@ -2,7 +2,7 @@ import pytest
 
 from trainer.config import DeepSpeedConfig, TrainConfig
 from trainer.ds_config import build_deepspeed_config
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])

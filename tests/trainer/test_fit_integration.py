@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sweeps.config import load_config
-from sweeps.fit import run_fit
+from sweeps.final.train import run_fit
 
 pytestmark = pytest.mark.integration
 FIT_RESULTS = {}  # summaries by fit name: the fault test compares against the fault-free ZeRO-2 fit

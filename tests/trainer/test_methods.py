@@ -3,7 +3,7 @@
 import pytest
 
 from trainer.config import ModelConfig
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 from trainer.model import load_model
 
 

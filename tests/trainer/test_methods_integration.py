@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sweeps.config import load_config
-from sweeps.fit import run_fit
+from sweeps.final.train import run_fit
 from trainer.export import load_exported
 
 pytestmark = pytest.mark.integration

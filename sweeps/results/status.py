@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.errors import StorageError
+from zerotune.errors import StorageError
 from trainer.storage import exists, join, read_json
 
 
@@ -15,7 +15,7 @@ def locate_sweep(sweep: str, *, storage: str) -> str:
 
 def sweep_status(sweep: str, *, storage: str) -> dict:
     from sweeps.config import load_config
-    from sweeps.results import collect
+    from sweeps.results.collect import collect
 
     uri = locate_sweep(sweep, storage=storage)
     cfg = load_config(raw=read_json(join(uri, "config.json")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainer.data import Examples
-from trainer.errors import problem
+from zerotune.errors import problem
 
 
 @dataclass(frozen=True)

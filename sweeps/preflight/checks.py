@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.errors import ConfigError
+from zerotune.errors import ConfigError
 
 from sweeps.config import SweepConfig
 

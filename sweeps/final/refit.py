@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from trainer.errors import ConfigError, ZerotuneError
+from zerotune.errors import ConfigError, ZerotuneError
 from trainer.storage import exists, join, read_json, write_bytes, write_json
 
 from sweeps.config import SweepConfig, load_config
@@ -23,11 +23,11 @@ PROBE_LIMIT = 256  # test rows whose engine logits are saved with the model, for
 def refit(sweep: SweepConfig | str, *, storage: str = "./results", address: str | None = None, worker_logs: bool = True) -> dict:
     """`sweep`: the sweep's config, or its directory/URI, or its name under `storage`. Returns metrics.json's content."""
     from cluster.local import connect
-    from sweeps.fit import fit_split
-    from sweeps.prepare import encode, fit_spec, load_examples
-    from sweeps.run import fingerprint, sweep_uri
-    from sweeps.space import apply_params
-    from sweeps.status import locate_sweep
+    from sweeps.final.train import fit_split
+    from sweeps.preflight.data import encode, fit_spec, load_examples
+    from sweeps.search.run import fingerprint, sweep_uri
+    from sweeps.search.space import apply_params
+    from sweeps.results.status import locate_sweep
 
     started = time.time()
     if isinstance(sweep, SweepConfig):
@@ -56,7 +56,7 @@ def refit(sweep: SweepConfig | str, *, storage: str = "./results", address: str 
     log.warning("refit of trial %s on %d rows, scored on %d test rows -> %s", best["trial_id"], len(train_rows), len(test_rows), refit_uri)
     record, _ = fit_split(spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling, name="refit-fit", storage_path=refit_uri)
     from trainer.export import model_card
-    from sweeps.report import scalar_metrics
+    from trainer.metrics import scalar_metrics
 
     card["test metrics"] = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record["metrics"]).items())
     write_bytes(join(spec.export_uri, "README.md"), model_card(spec, encoded, card).encode("utf-8"))
@@ -74,7 +74,7 @@ def refit(sweep: SweepConfig | str, *, storage: str = "./results", address: str 
 
 
 def _best_trial(uri: str, cfg: SweepConfig) -> dict:
-    from sweeps.results import collect
+    from sweeps.results.collect import collect
 
     path = join(uri, "summary.json")
     best = (read_json(path) if exists(path) else collect(uri, cfg=cfg)).get("best")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from trainer.errors import ClusterError, StorageError
+from zerotune.errors import ClusterError, StorageError
 
 
 def parse_entrypoint(entrypoint: str) -> tuple[str | None, list[str]]:
@@ -44,8 +44,8 @@ def job_sweep_uri(*, address: str, job_id: str, token: str | None, storage: str 
 
     from cluster import jobs
     from sweeps.config import load_config, parse_overrides
-    from sweeps.run import storage_root
-    from sweeps.status import locate_sweep
+    from sweeps.search.run import storage_root
+    from sweeps.results.status import locate_sweep
 
     status = jobs.job_status(address=address, job_id=job_id, token=token)
     config, overrides = parse_entrypoint(status["entrypoint"] or "")

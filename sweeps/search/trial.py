@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import time
 
-from trainer.errors import TrainingError
+from zerotune.errors import TrainingError
 from trainer.storage import join, write_json
 
 from sweeps.config import SweepConfig
-from sweeps.prepare import fit_spec
-from sweeps.space import apply_params
+from sweeps.preflight.data import fit_spec
+from sweeps.search.space import apply_params
 
 
 def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds: list) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from sweeps.results import fold_records
+    from sweeps.results.collect import fold_records
     from trainer.launch import build_trainer
     from trainer.loop import completed_report, read_oom
 

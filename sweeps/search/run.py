@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 
-from trainer.errors import ConfigError, StorageError
+from zerotune.errors import ConfigError, StorageError
 from trainer.storage import exists, join, read_json, write_json
 
 from sweeps.config import SweepConfig
-from sweeps.folds import Folds, make_folds, pick_strategy
-from sweeps.preflight import check_fit, max_concurrent
-from sweeps.prepare import encode, load_examples
-from sweeps.results import collect
-from sweeps.space import tune_space
+from sweeps.search.folds import Folds, make_folds, pick_strategy
+from sweeps.preflight.checks import check_fit, max_concurrent
+from sweeps.preflight.data import encode, load_examples
+from sweeps.results.collect import collect
+from sweeps.search.space import tune_space
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     tokenize_s = time.perf_counter() - t_tokenize
     log.warning("sweep %s: %d rows, %d folds (%s), %d trials -> %s", cfg.name, len(examples), cfg.folds.k, folds.strategy, cfg.search.num_trials, uri)
 
-    from sweeps.trial import run_trial
-    from sweeps.watch import StorageWatch, raise_if_storage_broke
+    from sweeps.search.trial import run_trial
+    from sweeps.search.watch import StorageWatch, raise_if_storage_broke
 
     trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=uri, encoded=encoded, folds=folds.folds)
     # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
@@ -140,7 +140,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
     write_json(join(uri, "summary.json"), summary)
     if cfg.final.refit:
-        from sweeps.refit import refit
+        from sweeps.final.refit import refit
 
         summary["refit"] = refit(cfg, address=address, worker_logs=progress)
     return summary

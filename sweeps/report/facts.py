@@ -1,7 +1,7 @@
 """`zerotune report`: a sweep's report, built from its storage only (local path or URI), never a live cluster.
 
 `report_facts` gathers what the storage says into one JSON-ready dict (the `--format json`
-document, validated by `sweeps/report.schema.json`); `build_report` draws the plots and
+document, validated by `sweeps/report/report.schema.json`); `build_report` draws the plots and
 writes html (PNGs embedded), md (PNGs linked) and/or json next to them.
 """
 
@@ -11,22 +11,22 @@ import json
 import math
 import time
 
-from trainer.errors import ConfigError, StorageError
+from zerotune.errors import ConfigError, StorageError
 from trainer.storage import exists, join, read_json, write_bytes
 
-from sweeps.results import fold_records
+from sweeps.results.collect import fold_records
+from trainer.metrics import best_first, best_of, scalar_metrics
 
 SCHEMA_VERSION = 1
 FORMATS = ("html", "md", "json")
 TOP_TRIALS = 8
-SCALAR_ORDER = ("f1_macro", "accuracy", "precision_macro", "recall_macro", "roc_auc", "mse", "mae", "r2", "eval_loss", "perplexity")
 
 
 def report_facts(sweep_uri: str) -> dict:
     """Everything the report shows, read from `<storage>/<name>/`; NaN/inf become null."""
     from sweeps.config import load_config
-    from sweeps.importance import param_importances
-    from sweeps.results import collect
+    from sweeps.results.importance import param_importances
+    from sweeps.results.collect import collect
 
     if not exists(join(sweep_uri, "config.json")):
         raise StorageError(f"no sweep at {sweep_uri} (config.json missing)", field="sweep", fix="pass the sweep directory or URI, or its name with --storage")
@@ -69,7 +69,7 @@ def report_facts(sweep_uri: str) -> dict:
 
 def build_report(sweep_uri: str, *, formats=("html",), out_dir: str | None = None) -> dict:
     """Write the report in each of `formats` under `out_dir` (default `<sweep>/report`); the paths and facts."""
-    from sweeps import report_render
+    from sweeps.report import pages as report_render
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -94,7 +94,7 @@ def build_report(sweep_uri: str, *, formats=("html",), out_dir: str | None = Non
 
 def draw_plots(facts: dict, *, sweep_uri: str) -> dict[str, bytes]:
     """PNG bytes by plot name; `facts["plots"]` gets each plot's file and title, `facts["notes"]` what was skipped."""
-    from sweeps import plots
+    from sweeps.report import plots
 
     images, notes = {}, []
 
@@ -115,7 +115,7 @@ def draw_plots(facts: dict, *, sweep_uri: str) -> dict[str, bytes]:
     else:
         notes.append(f"parameter importances: {imp['note']}")
     ranked = [t for t in trials if t["state"] in ("completed", "pruned") and t["mean"] is not None]
-    ranked.sort(key=lambda t: (t["state"] != "completed", -t["mean"] if facts["mode"] == "max" else t["mean"]))
+    ranked.sort(key=lambda t: (t["state"] != "completed", best_first(t["mean"], facts["mode"])))
     if ranked:
         add("fold_spread", f"Per-fold {metric} of the top trials", lambda: plots.fold_spread(ranked[:TOP_TRIALS], metric=metric))
     best = facts["best"]
@@ -146,11 +146,6 @@ def _task_plots(task: str, fold_metrics: list[dict], best: dict, add, plots, *, 
         add("loss_curve", "Eval loss curve of the best trial", lambda: plots.loss_curves(histories, title=f"loss per epoch ({where})"))
 
 
-def scalar_metrics(metrics: dict) -> dict:
-    keys = [k for k in SCALAR_ORDER if k in metrics] + sorted(k for k, v in metrics.items() if k not in SCALAR_ORDER and isinstance(v, (int, float)) and not isinstance(v, bool))
-    return {k: metrics[k] for k in keys}
-
-
 def _trial_row(uri: str, t: dict) -> dict:
     params = _read_optional(join(uri, "trials", t["trial_id"], "params.json")) or {}
     keys = ("trial_id", "state", "reason", "error", "params", "folds_done", "fold_scores", "mean", "std", "duration_s", "worker_seconds", "gpu_hours", "trainable_params", "total_params")
@@ -169,7 +164,7 @@ def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict
     for method, group in sorted(by_method.items()):
         done = [t for t in group if t["state"] == "completed" and t["mean"] is not None]
         means = sorted(t["mean"] for t in done)
-        best = (max if mode == "max" else min)(done, key=lambda t: t["mean"]) if done else None
+        best = best_of(done, lambda t: t["mean"], mode)
         counts = [t["trainable_params"] for t in group if t.get("trainable_params")]
         totals = [t["total_params"] for t in group if t.get("total_params")]
         rows.append({
@@ -184,7 +179,7 @@ def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict
 
 
 def _best(cfg, best: dict | None) -> dict | None:
-    from sweeps.space import apply_params
+    from sweeps.search.space import apply_params
 
     if best is None:
         return None

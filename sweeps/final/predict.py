@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import ConfigError, DataError
+from zerotune.errors import ConfigError, DataError
 
 WRITERS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}

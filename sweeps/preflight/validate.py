@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sweeps.config import SweepConfig
-from sweeps.preflight import check_fit
-from sweeps.run import check_writable, prepare_sweep, sweep_uri
+from sweeps.preflight.checks import check_fit
+from sweeps.search.run import check_writable, prepare_sweep, sweep_uri
 
 
 def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:

@@ -10,7 +10,7 @@ import time
 
 from ray.tune import Callback
 
-from trainer.errors import StorageError
+from zerotune.errors import StorageError
 from trainer.storage import exists, filesystem, join, write_json
 
 

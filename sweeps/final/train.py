@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 
-from trainer.errors import TrainingError
+from zerotune.errors import TrainingError
 from trainer.storage import join, read_json, write_json
 
 from sweeps.config import SweepConfig
-from sweeps.folds import train_val_split
-from sweeps.prepare import encode, fit_spec, load_examples
-from sweeps.preflight import check_fit
-from sweeps.run import storage_root
+from sweeps.search.folds import train_val_split
+from sweeps.preflight.data import encode, fit_spec, load_examples
+from sweeps.preflight.checks import check_fit
+from sweeps.search.run import storage_root
 
 log = logging.getLogger(__name__)
 

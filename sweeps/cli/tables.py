@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from trainer.metrics import METRICS, scalar_metrics
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -20,7 +22,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 def fit_table(summary: dict) -> str:
     m = summary["metrics"]
-    keys = [k for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "mse", "mae", "r2", "eval_loss", "perplexity") if k in m]
+    keys = [k for k in scalar_metrics(m) if k in {x.name for x in METRICS}]
     out = [f"fit {summary['name']} ({summary['task']}, {summary['n_train']} train / {summary['n_val']} validation rows, {summary['wall_s']} s)"]
     rows = [{"epoch": h["epoch"], **h} for h in summary["history"]]
     if summary.get("before"):

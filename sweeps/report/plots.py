@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import math
 
+from trainer.metrics import better
+
 STATE_STYLE = {"completed": ("tab:blue", "o"), "pruned": ("tab:orange", "s"), "failed": ("tab:red", "x"), "unfinished": ("tab:gray", "^")}
 
 
@@ -50,7 +52,7 @@ def optimisation_history(trials: list[dict], *, metric: str, mode: str) -> bytes
         y = t["mean"] if _finite(t["mean"]) else floor
         ax.scatter([i], [y], color=color, marker=marker, s=40, zorder=3)
         if t["state"] == "completed" and _finite(t["mean"]):
-            best = t["mean"] if best is None else (max if mode == "max" else min)(best, t["mean"])
+            best = t["mean"] if best is None or better(t["mean"], best, mode) else best
         if best is not None:
             best_x.append(i)
             best_y.append(best)

@@ -20,7 +20,7 @@ class Prepared:
 
 
 def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) -> Examples:
-    from trainer.errors import ConfigError
+    from zerotune.errors import ConfigError
 
     df = read_table(cfg.data)
     if len(df) < min_rows:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainer.metrics import best_of
 from trainer.storage import exists, join, list_dir, read_json
 
 from sweeps.config import SweepConfig
@@ -20,7 +21,7 @@ def fold_records(trial_uri: str) -> list[dict]:
 
 def trial_record(uri: str, trial_id: str, *, metric: str, k: int, result=None, use_gpu: bool, workers: int) -> dict:
     """One trial: params, per-fold scores, mean/std, state and cost."""
-    from sweeps.trial import classify
+    from sweeps.search.trial import classify
 
     trial_uri = join(uri, "trials", trial_id)
     params = read_json(join(trial_uri, "params.json")) if exists(join(trial_uri, "params.json")) else {"params": {}}
@@ -96,8 +97,7 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
     done = [t for t in trials if t["state"] == "completed" and math.isfinite(t["mean"])]
     best = None
     if done:
-        pick = max if cfg.mode == "max" else min
-        best = dict(pick(done, key=lambda t: t["mean"]))
+        best = dict(best_of(done, lambda t: t["mean"], cfg.mode))
         best["folds"] = fold_records(join(uri, "trials", best["trial_id"]))
         ds_path = join(uri, "trials", best["trial_id"], "records", "deepspeed.json")
         best["deepspeed"] = read_json(ds_path) if exists(ds_path) else None
