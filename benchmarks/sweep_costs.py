@@ -62,25 +62,23 @@ def pruning(pair: dict) -> dict:
 
 def trial_overhead(summary: dict) -> dict:
     """Row 2: per-trial and per-fold fixed costs of the unpruned sweep, from its records in storage."""
-    from sweeps.results.collect import fold_records
-    from trainer.storage import join, list_dir, read_json
+    from sweeps.layout import SweepDir
 
     uri = summary["storage"]
     trials = []
     for t in summary["trials"]:
         if t["state"] != "completed":
             continue
-        trial_uri = join(uri, "trials", t["trial_id"])
-        started = read_json(join(trial_uri, "params.json"))["started"]
-        markers = sorted((read_json(join(trial_uri, "records", "starts", n)) for n in list_dir(join(trial_uri, "records", "starts"))), key=lambda m: m["time"])
-        folds = fold_records(trial_uri)
-        train_eval = sum(h["time"] for f in folds for h in f["history"])
-        group_start = markers[0]["time"] - markers[0]["setup_s"] - started
-        setups = [m["setup_s"] for m in markers]
+        trial = SweepDir(uri).trial(t["trial_id"])
+        started = trial.params().started
+        markers = sorted(trial.records.starts(), key=lambda m: m.time)
+        train_eval = sum(h["time"] for f in trial.records.folds() for h in f.history)
+        group_start = markers[0].time - markers[0].setup_s - started
+        setups = [m.setup_s for m in markers]
         trials.append({
             "trial_id": t["trial_id"], "wall_s": t["duration_s"], "train_eval_s": round(train_eval, 2),
             "worker_group_start_s": round(group_start, 2), "fold_setup_s": setups,
-            "worker_pids": sorted({m["pid"] for m in markers}), "fold_fits": len(markers),
+            "worker_pids": sorted({m.pid for m in markers}), "fold_fits": len(markers),
             "fixed_share": round((group_start + sum(setups)) / t["duration_s"], 3) if t["duration_s"] else None,
         })
     med = lambda key: statistics.median(x[key] for x in trials)  # noqa: E731

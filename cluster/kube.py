@@ -11,12 +11,12 @@ import json
 import time
 from typing import Any, Callable
 
+from cluster.sizing import GPU_RESOURCE
 from zerotune.errors import ClusterError
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 DEFAULT_NAME = "zerotune"
 DEFAULT_NAMESPACE = "zerotune"
-GPU_RESOURCE = "nvidia.com/gpu"
 JSON_PATCH = "application/json-patch+json"
 
 

@@ -87,9 +87,10 @@ def local_resources(*, gpus: bool = False) -> dict:
     """What the embedded local Ray would have, without starting it (as `connect()` sizes it)."""
     out = {"CPU": float((os.cpu_count() or 1) + 1)}
     if gpus:
-        import torch
+        # The count `ray.init` would detect (NVML, honouring CUDA_VISIBLE_DEVICES), without importing torch.
+        from ray._private.accelerators import get_accelerator_manager_for_resource
 
-        out["GPU"] = float(torch.cuda.device_count())
+        out["GPU"] = float(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
     return out
 
 

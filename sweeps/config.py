@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
+# The `search.space` group is built from the one table of search dimensions (re-exported here).
+from sweeps.search.space import FloatRange, IntRange, SpaceConfig, check_initial_points, trial_values
 from trainer.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -38,56 +40,6 @@ class FoldsConfig(Group):
         "auto", description="auto: stratified for classification, group when data.group_column is set, else kfold"
     )
     test_fraction: float = Field(0.0, ge=0, lt=0.9, description="Held-out test share cut off before the folds (0: none)")
-
-
-class FloatRange(Group):
-    low: float = Field(..., description="Lower bound")
-    high: float = Field(..., description="Upper bound")
-    log: bool = Field(False, description="Sample on a log scale")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-class IntRange(Group):
-    low: int = Field(..., description="Lower bound (inclusive)")
-    high: int = Field(..., description="Upper bound (inclusive)")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low <= self.high:
-            raise ValueError(f"empty range: low ({self.low}) must not exceed high ({self.high})")
-        return self
-
-
-class SpaceConfig(Group):
-    """What the search varies; an absent dimension keeps the `train`/`deepspeed` value."""
-
-    learning_rate: FloatRange | None = Field(None, description="Learning-rate range (use log: true)")
-    batch_size: list[int] | None = Field(None, min_length=1, description="Per-device batch size choices")
-    epochs: IntRange | None = Field(None, description="Epochs per fold range")
-    weight_decay: FloatRange | None = Field(None, description="Weight-decay range")
-    warmup_ratio: FloatRange | None = Field(None, description="Warmup share range")
-    dropout: FloatRange | None = Field(None, description="Model dropout range")
-    zero_stage: list[Literal[0, 1, 2, 3]] | None = Field(None, min_length=1, description="ZeRO stage choices")
-    optimizer: list[Literal["adamw", "sgd"]] | None = Field(None, min_length=1, description="Optimizer choices")
-    method: list[Literal["full", "partial", "lora", "prompt-tuning"]] | None = Field(
-        None, min_length=1, description="Fine-tuning method choices (model.method)"
-    )
-    lora_rank: list[PositiveInt] | None = Field(None, min_length=1, description="LoRA rank choices (model.lora.rank; lora trials only)")
-    top_layers: IntRange | None = Field(None, description="partial: range of top blocks trained (model.top_layers)")
-    prompt_tokens: list[PositiveInt] | None = Field(None, min_length=1, description="prompt-tuning: virtual-token count choices")
-
-    @model_validator(mode="after")
-    def _batch_sizes(self):
-        if self.batch_size and any(b < 1 for b in self.batch_size):
-            raise ValueError("batch_size choices must be >= 1")
-        return self
 
 
 class SchedulerConfig(Group):
@@ -267,13 +219,8 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
         problems.append(("deepspeed.precision", f"{cfg.deepspeed.precision} is not supported on CPU", "use precision: auto (fp32 on CPU) or set scaling.use_gpu: true"))
     if cfg.final.refit and cfg.folds.test_fraction == 0:
         problems.append(("folds.test_fraction", "final.refit scores the refit on a held-out test split, and there is none", "set folds.test_fraction, e.g. 0.2"))
-    searched = set(cfg.search.space.model_dump(exclude_none=True))
-    for i, point in enumerate(cfg.search.initial_points or []):
-        unknown = set(point) - searched
-        if unknown:
-            problems.append((f"search.initial_points.{i}", f"{sorted(unknown)} not in search.space", f"use only searched keys: {', '.join(sorted(searched)) or 'none'}"))
-    stages = set(cfg.search.space.zero_stage or []) | {cfg.deepspeed.zero_stage}
-    if cfg.deepspeed.offload_params and stages != {3}:
+    problems += check_initial_points(cfg.search.space, cfg.search.initial_points)
+    if cfg.deepspeed.offload_params and set(trial_values(cfg, "zero_stage").values) != {3}:
         problems.append(("deepspeed.offload_params", "parameter offload needs ZeRO stage 3 in every trial", "search only zero_stage [3] or turn offload_params off"))
     return problems
 

@@ -69,6 +69,16 @@ class TrialDir:
         return Params(params=saved.get("params") or {}, started=saved.get("started"))
 
 
+class FitDir:
+    """One fit that exports (a refit, a `zerotune train` run): its metrics, records and model."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.metrics = join(uri, "metrics.json")
+        self.records = join(uri, "records")
+        self.model = join(uri, "model")
+
+
 class SweepDir:
     """The paths of one sweep directory, and typed reads and writes of its records."""
 
@@ -81,9 +91,8 @@ class SweepDir:
         self.tune = join(uri, "tune")
         self.trials = join(uri, "trials")
         self.refit = join(uri, "refit")
-        self.refit_metrics = join(self.refit, "metrics.json")
-        self.refit_model = join(self.refit, "model")
-        self.refit_records = join(self.refit, "records")
+        refit = FitDir(self.refit)
+        self.refit_metrics, self.refit_model, self.refit_records = refit.metrics, refit.model, refit.records
         self.report = join(uri, "report")
 
     @classmethod
@@ -99,9 +108,9 @@ class SweepDir:
     def trial_ids(self) -> list[str]:
         return list_dir(self.trials)
 
-    def train_run(self, stamp: str) -> str:
-        """The directory of one `zerotune train` run."""
-        return join(self.uri, f"train-{stamp}")
+    def train_run(self, stamp: str) -> FitDir:
+        """One `zerotune train` run."""
+        return FitDir(join(self.uri, f"train-{stamp}"))
 
     def tune_state_files(self) -> list[str]:
         """Tune's saved experiment states, oldest first."""

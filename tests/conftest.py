@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
-VADER = REPO.parent / "shared" / "data" / "vader"
+VADER = REPO / "examples" / "data" / "vader"  # the VADER sentences (MIT), in the repository
 
 
 @pytest.fixture(scope="session")

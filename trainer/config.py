@@ -102,7 +102,8 @@ class DataConfig(Group):
 class TrainConfig(Group):
     """Hyperparameters of one fit; a sweep's search space overrides some of them."""
 
-    learning_rate: float = Field(5e-5, gt=0, lt=10, description="Peak learning rate")
+    # No upper bound: a rate that makes the loss diverge is a result the sweep reports (failed: diverged), not bad input.
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate")
     batch_size: int = Field(16, ge=1, le=4096, description="Micro batch per device (per Ray Train worker)")
     grad_accum: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
     epochs: int = Field(1, ge=1, le=1000, description="Epochs per fit (per fold in a sweep)")

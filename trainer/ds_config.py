@@ -78,12 +78,4 @@ def build_deepspeed_config(
     }
     if ds.offload_optimizer and device == "cpu":
         config["zero_force_ds_cpu_optimizer"] = True
-    check_batch(config, world_size)
     return config
-
-
-def check_batch(config: dict, world_size: int) -> None:
-    micro = config["train_micro_batch_size_per_gpu"]
-    accum = config["gradient_accumulation_steps"]
-    if micro * accum * world_size != config["train_batch_size"]:
-        raise problem("train.batch_size", f"global batch {config['train_batch_size']} != {micro} x {accum} x {world_size}", "let zerotune derive train_batch_size")

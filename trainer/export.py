@@ -14,6 +14,7 @@ from trainer.methods import strip_virtual_tokens
 from trainer.spec import FitSpec
 
 PROBE_ROWS = 16
+CARD = "README.md"
 
 
 def full_state_dict(engine) -> dict | None:
@@ -49,65 +50,82 @@ def snapshot(engine, *, spec: FitSpec, encoded: Encoded) -> dict:
 
 
 def probe_rows_for(spec: FitSpec, encoded: Encoded) -> np.ndarray:
-    # A refit passes its test rows through spec.tags; otherwise the first rows.
-    if spec.tags.get("probe_rows") is not None:
-        return np.asarray(spec.tags["probe_rows"], dtype=np.int64)
+    """The spec's probe rows (a refit: its test rows), else the first rows."""
+    if spec.probe_rows:
+        return np.asarray(spec.probe_rows, dtype=np.int64)
     return np.arange(min(PROBE_ROWS, len(encoded)))
 
 
 def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, best: dict | None = None) -> None:
-    """Write model + tokenizer + label mapping + the engine's own predictions on a probe batch.
+    """Write model + tokenizer + label mapping + the engine's own predictions on a probe batch to spec.export_uri.
 
+    Every rank calls this (ZeRO-3 gathers the weights collectively); rank 0 writes.
     `best`: a `snapshot` to export instead of the engine's current weights (early stopping).
     """
     from trainer.model import load_tokenizer
-    from trainer.storage import filesystem
 
-    card = spec.tags.get("card")
     snap = best or snapshot(engine, spec=spec, encoded=encoded)
-    state, logits, rows = snap["state"], snap["logits"], snap["rows"]
     if rank != 0:
         return
     with tempfile.TemporaryDirectory(prefix="zt-export-") as tmp:
         out = Path(tmp)
         fmt = export_format(spec.model)
         if fmt == "full":
-            engine.module.save_pretrained(out, state_dict=state, safe_serialization=True)
+            engine.module.save_pretrained(out, state_dict=snap["state"], safe_serialization=True)
         else:
-            save_peft(state, spec=spec, label_names=encoded.label_names, out=out, fmt=fmt)
+            save_peft(snap["state"], spec=spec, label_names=encoded.label_names, out=out, fmt=fmt)
         load_tokenizer(spec.model).save_pretrained(out)
         if encoded.label_names is not None:
             (out / "labels.json").write_text(json.dumps({"labels": encoded.label_names}, indent=2))
-        # What `zerotune predict` needs to tokenize new rows as training did.
-        from trainer.model import locate
+        (out / "zerotune.json").write_text(json.dumps(_meta(spec, encoded, fmt), indent=2))
+        (out / "engine_predictions.json").write_text(json.dumps(_probe(spec, encoded, snap)))
+        (out / CARD).write_text(model_card(spec, encoded))
+        _copy_out(out, spec.export_uri)
 
-        base, gguf = locate(spec.model)
-        meta = {
-            "task": spec.task, "max_length": spec.model.max_length, "labels": encoded.label_names,
-            "method": spec.model.method, "format": fmt, "base_model": base, "gguf_file": gguf,
-        }
-        (out / "zerotune.json").write_text(json.dumps(meta, indent=2))
-        probe = {
-            "task": spec.task,
-            "row_ids": [int(i) for i in rows],
-            "rows": [encoded.input_ids[i].tolist() for i in rows],
-            "logits_shape": list(logits.shape),
-            # causal-lm logits are large; the probe keeps the last position's argmax per row
-            "values": (logits.argmax(-1)[:, :].tolist() if spec.task == "causal-lm" else logits.tolist()),
-        }
-        (out / "engine_predictions.json").write_text(json.dumps(probe))
-        (out / "README.md").write_text(model_card(spec, encoded, card or {}))
-        target = spec.export_uri
-        if "://" not in target:
-            dest = Path(target).expanduser()
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(out, dest)
-        else:
-            import pyarrow.fs as pafs
 
-            fs, path = filesystem(target)
-            pafs.copy_files(str(out), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+def _meta(spec: FitSpec, encoded: Encoded, fmt: str) -> dict:
+    """What `zerotune predict` needs to load the model and tokenize new rows as training did."""
+    from trainer.model import locate
+
+    base, gguf = locate(spec.model)
+    return {
+        "task": spec.task,
+        "max_length": spec.model.max_length,
+        "labels": encoded.label_names,
+        "method": spec.model.method,
+        "format": fmt,
+        "base_model": base,
+        "gguf_file": gguf,
+    }
+
+
+def _probe(spec: FitSpec, encoded: Encoded, snap: dict) -> dict:
+    """The probe rows' tokens and the engine's outputs on them: a reload must reproduce these."""
+    logits, rows = snap["logits"], snap["rows"]
+    return {
+        "task": spec.task,
+        "row_ids": [int(i) for i in rows],
+        "rows": [encoded.input_ids[i].tolist() for i in rows],
+        "logits_shape": list(logits.shape),
+        # causal-lm logits span the vocabulary at every position: the probe keeps each position's argmax token
+        "values": logits.argmax(-1).tolist() if spec.task == "causal-lm" else logits.tolist(),
+    }
+
+
+def _copy_out(out: Path, target: str) -> None:
+    """Replace `target` (a local directory or a URI) with the directory `out`."""
+    if "://" not in target:
+        dest = Path(target).expanduser()
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(out, dest)
+        return
+    import pyarrow.fs as pafs
+
+    from trainer.storage import filesystem
+
+    fs, path = filesystem(target)
+    pafs.copy_files(str(out), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
 def export_format(cfg) -> str:
@@ -143,7 +161,9 @@ def load_exported(model_dir, *, task: str | None = None):
         return cls.from_pretrained(path).eval(), meta
     from peft import PeftModel
 
-    base_path = meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base_path = (
+        meta.get("base_model") or json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )
     gguf = {"gguf_file": meta["gguf_file"]} if meta.get("gguf_file") else {}
     config = AutoConfig.from_pretrained(base_path, **gguf)
     if task == "regression":
@@ -157,7 +177,15 @@ def load_exported(model_dir, *, task: str | None = None):
     return PeftModel.from_pretrained(base, path).eval(), meta
 
 
-def model_card(spec: FitSpec, encoded: Encoded, card: dict) -> str:
+def write_model_card(spec: FitSpec, encoded: Encoded) -> None:
+    """(Re)write the exported model's card, e.g. once the refit's test metrics are known (spec.card)."""
+    from trainer.storage import join, write_bytes
+
+    write_bytes(join(spec.export_uri, CARD), model_card(spec, encoded).encode("utf-8"))
+
+
+def model_card(spec: FitSpec, encoded: Encoded) -> str:
+    """The model card (README.md): base model, hyperparameters, method, labels and spec.card's lines."""
     lines = [
         "---",
         "library_name: transformers",
@@ -173,11 +201,19 @@ def model_card(spec: FitSpec, encoded: Encoded, card: dict) -> str:
     ]
     if encoded.label_names:
         lines.append(f"- labels: {', '.join(encoded.label_names)}")
-    for key, value in card.items():
+    for key, value in (spec.card or {}).items():
         lines.append(f"- {key}: {value}")
     if export_format(spec.model) == "adapter":
-        lines += ["", "A PEFT adapter over the base model above: reload with `trainer.export.load_exported(dir)` "
-                  "(or `PeftModel.from_pretrained(base, dir)`).", ""]
+        lines += [
+            "",
+            "A PEFT adapter over the base model above: reload with `trainer.export.load_exported(dir)` "
+            "(or `PeftModel.from_pretrained(base, dir)`).",
+            "",
+        ]
     else:
-        lines += ["", "Reload with `AutoModelForSequenceClassification.from_pretrained(dir)` (or `AutoModelForCausalLM`).", ""]
+        lines += [
+            "",
+            "Reload with `AutoModelForSequenceClassification.from_pretrained(dir)` (or `AutoModelForCausalLM`).",
+            "",
+        ]
     return "\n".join(lines)

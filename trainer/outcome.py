@@ -29,10 +29,12 @@ class Outcome(str, Enum):
 @dataclass(frozen=True)
 class Ended:
     outcome: Outcome
-    reason: str | None = None  # where and why, for people
+    reason: str | None = None  # where and why, for people: "at fold 0 epoch 1 step 3", an error's first line
 
     def __str__(self) -> str:
-        return self.outcome.value + (f" ({self.reason})" if self.reason else "")
+        if not self.reason:
+            return self.outcome.value
+        return f"{self.outcome.value}{': ' if self.outcome is Outcome.ERROR else ' '}{self.reason}"
 
 
 # What allocators say when they fail: torch's CPU allocator, CUDA, and errno ENOMEM.
@@ -52,14 +54,14 @@ def classify(
 ) -> Ended:
     """How a fit of `k` folds ended, from its records first, then its error; `stopped`: the scheduler ended it."""
     if oom is not None:
-        return Ended(Outcome.OUT_OF_MEMORY, f"out of memory at {oom.where()}")
+        return Ended(Outcome.OUT_OF_MEMORY, f"at {oom.where()}")
     diverged = next((f.diverged for f in folds if f.diverged), None)
     if diverged is not None:
         where = f"fold {diverged['fold']} epoch {diverged['epoch']} step {diverged['step']} (loss {diverged['loss']})"
-        return Ended(Outcome.DIVERGED, f"non-finite loss at {where}")
+        return Ended(Outcome.DIVERGED, f"at {where}")
     if error is not None:
         if is_oom(error):
-            return Ended(Outcome.OUT_OF_MEMORY, str(error).splitlines()[0][:300] if str(error) else None)
+            return Ended(Outcome.OUT_OF_MEMORY)
         return Ended(Outcome.ERROR, (str(error).splitlines() or [type(error).__name__])[0][:300])
     if len(folds) >= k:
         return Ended(Outcome.COMPLETED)

@@ -66,12 +66,10 @@ def _submit(args) -> int:
     from cluster import jobs
 
     config = _config_path(args.config)
-    try:  # fail here, not on the cluster, when the config is invalid
-        from sweeps.config import load_config
-    except ImportError:
-        load_config = None
-    if load_config is not None:
-        load_config(config, list(args.overrides) + ([f"storage.path={args.storage}"] if args.storage else []))
+    from sweeps.config import load_config
+
+    # Fail here, not on the cluster, when the config is invalid.
+    load_config(config, list(args.overrides) + ([f"storage.path={args.storage}"] if args.storage else []))
     entrypoint = jobs.sweep_entrypoint(config=config, overrides=args.overrides, storage=args.storage)
     token = jobs.resolve_token(token_file=args.token_file)
     job_id = jobs.submit(address=args.address, entrypoint=entrypoint, token=token, submission_id=args.submission_id)

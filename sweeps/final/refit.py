@@ -11,75 +11,120 @@ import time
 
 import numpy as np
 
+from sweeps.config import SweepConfig
+from sweeps.layout import SweepDir
 from zerotune.errors import ConfigError, ZerotuneError
-from trainer.storage import exists, join, read_json, write_bytes, write_json
-
-from sweeps.config import SweepConfig, load_config
 
 log = logging.getLogger(__name__)
 PROBE_LIMIT = 256  # test rows whose engine logits are saved with the model, for reload checks
 
 
-def refit(sweep: SweepConfig | str, *, storage: str = "./results", address: str | None = None, worker_logs: bool = True) -> dict:
-    """`sweep`: the sweep's config, or its directory/URI, or its name under `storage`. Returns metrics.json's content."""
+def refit(
+    sweep: SweepConfig | str, *, storage: str = "./results", address: str | None = None, worker_logs: bool = True
+) -> dict:
+    """Refit the best trial of `sweep`: its config, or its directory/URI, or its name under `storage`.
+
+    Returns what it writes to the refit's metrics.json."""
     from cluster.local import connect
     from sweeps.final.train import fit_split
-    from sweeps.preflight.data import encode, fit_spec, load_examples
-    from sweeps.search.run import fingerprint, sweep_uri
-    from sweeps.search.space import apply_params
-    from sweeps.results.status import locate_sweep
+    from sweeps.preflight.data import encode
+    from trainer.export import write_model_card
+    from trainer.metrics import scalar_metrics
+    from trainer.storage import read_json, write_json
 
     started = time.time()
-    if isinstance(sweep, SweepConfig):
-        cfg, uri = sweep, sweep_uri(sweep)
-    else:
-        uri = locate_sweep(sweep, storage=storage)
-        cfg = load_config(raw=read_json(join(uri, "config.json")))
-    saved = read_json(join(uri, "folds.json"))
-    test_rows = np.asarray(saved["test"], dtype=np.int64)
-    if cfg.folds.test_fraction <= 0 or len(test_rows) == 0:
-        raise ConfigError([("folds.test_fraction", "this sweep has no held-out test split to score a refit on", "run the sweep with folds.test_fraction (e.g. 0.2) under a new name")])
-    best = _best_trial(uri, cfg)
-    examples = load_examples(cfg, min_per_class=2)
-    if fingerprint(examples) != saved["fingerprint"]:
-        raise ConfigError([("data.path", f"the data differ from those the sweep at {uri} was run on", "restore the original data file")])
+    cfg, sd = _locate(sweep, storage)
+    saved = read_json(sd.folds)
+    test_rows = _test_rows(cfg, saved)
+    best = _best_trial(sd, cfg)
+    examples = _same_data(cfg, saved, sd)
     train_rows = np.unique(np.concatenate([np.asarray(f["train"] + f["val"], dtype=np.int64) for f in saved["folds"]]))
-    train, deepspeed, model = apply_params(cfg, best["params"])
-    # The test split must not choose the epoch: no early stopping, the last epoch is scored and exported.
-    train = train.model_copy(update={"early_stopping_patience": None})
-    refit_uri = join(uri, "refit")
-    spec = fit_spec(cfg, train=train, deepspeed=deepspeed, model=model, records_uri=join(refit_uri, "records"), export_uri=join(refit_uri, "model"))
-    card = model_card_facts(cfg, best, n_train=len(train_rows), n_test=len(test_rows), train=train, deepspeed=deepspeed)
-    spec = dataclasses.replace(spec, tags={"probe_rows": test_rows[:PROBE_LIMIT].tolist(), "card": card})
+    spec = _refit_spec(cfg, sd, best, n_train=len(train_rows), test_rows=test_rows)
     encoded = encode(cfg, examples)
     connect(address=address, worker_logs=worker_logs)
-    log.warning("refit of trial %s on %d rows, scored on %d test rows -> %s", best["trial_id"], len(train_rows), len(test_rows), refit_uri)
-    record, _ = fit_split(spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling, name="refit-fit", storage_path=refit_uri)
-    from trainer.export import model_card
-    from trainer.metrics import scalar_metrics
-
-    card["test metrics"] = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record["metrics"]).items())
-    write_bytes(join(spec.export_uri, "README.md"), model_card(spec, encoded, card).encode("utf-8"))
+    log.warning(
+        "refit of trial %s on %d rows, scored on %d test rows -> %s",
+        best["trial_id"], len(train_rows), len(test_rows), sd.refit,
+    )  # fmt: skip
+    record, _ = fit_split(
+        spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling,
+        name="refit-fit", storage_path=sd.refit,
+    )  # fmt: skip
+    tested = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record.metrics).items())
+    write_model_card(dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded)
     summary = {
-        "trial_id": best["trial_id"], "params": best["params"],
-        "config": {"train": train.model_dump(mode="json"), "deepspeed": deepspeed.model_dump(mode="json"), "model": model.model_dump(mode="json")},
-        "n_train": int(len(train_rows)), "n_test": int(len(test_rows)),
-        "metrics": record["metrics"], "history": record["history"],
+        "trial_id": best["trial_id"],
+        "params": best["params"],
+        "config": {group: getattr(spec, group).model_dump(mode="json") for group in ("train", "deepspeed", "model")},
+        "n_train": int(len(train_rows)),
+        "n_test": int(len(test_rows)),
+        "metrics": record.metrics,
+        "history": record.history,
         "cv": {"metric": cfg.metric, "mean": best["mean"], "std": best["std"], "fold_scores": best["fold_scores"]},
-        "model_dir": spec.export_uri, "probe_rows": int(min(len(test_rows), PROBE_LIMIT)),
+        "model_dir": spec.export_uri,
+        "probe_rows": int(min(len(test_rows), PROBE_LIMIT)),
         "wall_s": round(time.time() - started, 1),
     }
-    write_json(join(refit_uri, "metrics.json"), summary)
+    write_json(sd.refit_metrics, summary)
     return summary
 
 
-def _best_trial(uri: str, cfg: SweepConfig) -> dict:
+def _locate(sweep: SweepConfig | str, storage: str) -> tuple[SweepConfig, SweepDir]:
+    from sweeps.results.status import locate_sweep, saved_config
+
+    if isinstance(sweep, SweepConfig):
+        return sweep, SweepDir.of(sweep)
+    sd = SweepDir(locate_sweep(sweep, storage=storage))
+    return saved_config(sd), sd
+
+
+def _test_rows(cfg: SweepConfig, saved: dict) -> np.ndarray:
+    """The held-out test rows the sweep set aside (its saved folds)."""
+    test_rows = np.asarray(saved["test"], dtype=np.int64)
+    if cfg.folds.test_fraction <= 0 or len(test_rows) == 0:
+        why = "this sweep has no held-out test split to score a refit on"
+        raise ConfigError(
+            [("folds.test_fraction", why, "run the sweep with folds.test_fraction (e.g. 0.2) under a new name")]
+        )
+    return test_rows
+
+
+def _same_data(cfg: SweepConfig, saved: dict, sd: SweepDir):
+    """The examples, checked to be those the sweep ran on."""
+    from sweeps.preflight.data import fingerprint, load_examples
+
+    examples = load_examples(cfg, min_per_class=2)
+    if fingerprint(examples) != saved["fingerprint"]:
+        why = f"the data differ from those the sweep at {sd.uri} was run on"
+        raise ConfigError([("data.path", why, "restore the original data file")])
+    return examples
+
+
+def _refit_spec(cfg: SweepConfig, sd: SweepDir, best: dict, *, n_train: int, test_rows: np.ndarray):
+    """The best trial's config as one fit that exports, probing (and carding) with the test split."""
+    from sweeps.preflight.data import fit_spec
+    from sweeps.search.space import apply_params
+
+    train, deepspeed, model = apply_params(cfg, best["params"])
+    # The test split must not choose the epoch: no early stopping, the last epoch is scored and exported.
+    train = train.model_copy(update={"early_stopping_patience": None})
+    card = model_card_facts(cfg, best, n_train=n_train, n_test=len(test_rows), train=train, deepspeed=deepspeed)
+    return fit_spec(
+        cfg, train=train, deepspeed=deepspeed, model=model, records_uri=sd.refit_records, export_uri=sd.refit_model,
+        probe_rows=tuple(int(i) for i in test_rows[:PROBE_LIMIT]), card=card,
+    )  # fmt: skip
+
+
+def _best_trial(sd: SweepDir, cfg: SweepConfig) -> dict:
     from sweeps.results.collect import collect
 
-    path = join(uri, "summary.json")
-    best = (read_json(path) if exists(path) else collect(uri, cfg=cfg)).get("best")
+    best = (sd.read(sd.summary) or collect(sd.uri, cfg=cfg)).get("best")
     if best is None:
-        raise ZerotuneError(f"no trial of the sweep at {uri} completed every fold", field="search", fix="run (or resume) the sweep until a trial completes, then refit")
+        raise ZerotuneError(
+            f"no trial of the sweep at {sd.uri} completed every fold",
+            field="search",
+            fix="run (or resume) the sweep until a trial completes, then refit",
+        )
     return best
 
 
@@ -87,9 +132,15 @@ def model_card_facts(cfg: SweepConfig, best: dict, *, n_train: int, n_test: int,
     """Lines of the exported model card: data, config and the cross-validation estimate."""
     label = f", label column `{cfg.data.label_column}`" if cfg.task != "causal-lm" else ""
     return {
-        "data": f"`{cfg.data.path}`, text column `{cfg.data.text_column}`{label}; {n_train} training rows, {n_test} held-out test rows",
-        "config": (f"sweep `{cfg.name}` trial {best['trial_id']}: " + ", ".join(f"{k}={v}" for k, v in sorted(best["params"].items()))
-                   + f"; schedule={train.schedule}, warmup_ratio={train.warmup_ratio:g}, max_length={cfg.model.max_length}, "
-                   f"precision={deepspeed.precision}, workers={cfg.scaling.num_workers}"),
+        "data": (
+            f"`{cfg.data.path}`, text column `{cfg.data.text_column}`{label}; "
+            f"{n_train} training rows, {n_test} held-out test rows"
+        ),
+        "config": (
+            f"sweep `{cfg.name}` trial {best['trial_id']}: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(best["params"].items()))
+            + f"; schedule={train.schedule}, warmup_ratio={train.warmup_ratio:g}, max_length={cfg.model.max_length}, "
+            f"precision={deepspeed.precision}, workers={cfg.scaling.num_workers}"
+        ),
         "cross-validation": f"{cfg.folds.k}-fold {cfg.metric} {best['mean']:.4f} ± {best['std']:.4f}",
     }

@@ -7,6 +7,7 @@ import math
 from zerotune.errors import ConfigError
 
 from sweeps.config import SweepConfig
+from sweeps.search.space import can_apply, trial_values
 
 
 def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None:
@@ -14,11 +15,11 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
     problems = []
     if resources is not None:
         problems += _resource_problems(cfg, resources)
-    batches = list(cfg.search.space.batch_size or []) + [cfg.train.batch_size]
+    batches = trial_values(cfg, "batch_size")
     per_rank = n_train // cfg.scaling.num_workers
-    too_big = [b for b in batches if b > per_rank]
+    too_big = [b for b in batches.values if b > per_rank]
     if too_big and per_rank >= 1:
-        problems.append(("train.batch_size" if cfg.train.batch_size in too_big else "search.space.batch_size", f"batch size {max(too_big)} exceeds the {per_rank} training rows each of {cfg.scaling.num_workers} workers gets", f"use batch sizes <= {per_rank}"))
+        problems.append((batches.field, f"batch size {max(too_big)} exceeds the {per_rank} training rows each of {cfg.scaling.num_workers} workers gets", f"use batch sizes <= {per_rank}"))
     elif per_rank < 1:
         problems.append(("scaling.num_workers", f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers", "use fewer workers or more data"))
     problems += _method_problems(cfg)
@@ -29,21 +30,19 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
 
 def _method_problems(cfg: SweepConfig) -> list:
     """Fine-tuning method settings checked against the model's config (read, not loaded)."""
-    space = cfg.search.space
-    methods = set(space.method or []) | {cfg.model.method}
-    if methods <= {"full", "lora"}:
+    partial, prompt = can_apply(cfg, "top_layers"), can_apply(cfg, "prompt_tokens")
+    if not (partial or prompt):
         return []
     config = model_config(cfg)
     problems = []
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    top = max(cfg.model.top_layers, space.top_layers.high if space.top_layers else 0)
-    if "partial" in methods and layers is not None and top > layers:
-        key = "search.space.top_layers" if space.top_layers and space.top_layers.high > cfg.model.top_layers else "model.top_layers"
-        problems.append((key, f"the model has {layers} transformer blocks; top_layers goes up to {top}", f"use top_layers <= {layers}"))
+    top = trial_values(cfg, "top_layers")
+    if partial and layers is not None and top.max > layers:
+        problems.append((top.field, f"the model has {layers} transformer blocks; top_layers goes up to {top.max}", f"use top_layers <= {layers}"))
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    tokens = max([cfg.model.prompt_tokens, *(space.prompt_tokens or [])])
-    if "prompt-tuning" in methods and positions and cfg.model.max_length + tokens > positions:
-        problems.append(("model.prompt_tokens", f"max_length {cfg.model.max_length} + {tokens} virtual tokens exceeds the model's {positions} positions", f"use model.max_length <= {positions - tokens}"))
+    tokens = trial_values(cfg, "prompt_tokens")
+    if prompt and positions and cfg.model.max_length + tokens.max > positions:
+        problems.append((tokens.field, f"max_length {cfg.model.max_length} + {tokens.max} virtual tokens exceeds the model's {positions} positions", f"use model.max_length <= {positions - tokens.max}"))
     return problems
 
 

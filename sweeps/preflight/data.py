@@ -1,27 +1,23 @@
-"""Driver-side preparation, once per sweep: read data, check it against the config, tokenize."""
+"""Driver-side preparation, once per sweep: read the data, check it against the config, cut the folds, tokenize."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
 
-from trainer.data import Encoded, Examples, read_table, to_examples, tokenize
-from trainer.spec import FitSpec
+import numpy as np
 
 from sweeps.config import SweepConfig
+from sweeps.search.folds import Folds, make_folds, pick_strategy
+from sweeps.search.space import searched
+from trainer.data import Encoded, Examples, read_table, to_examples, tokenize
+from trainer.spec import FitSpec
+from zerotune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prepared:
-    examples: Examples
-    encoded: Encoded
-
-
 def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) -> Examples:
-    from zerotune.errors import ConfigError
-
     df = read_table(cfg.data)
     if len(df) < min_rows:
         raise ConfigError([("folds.k", f"{min_rows} folds need at least {min_rows} rows; the data has {len(df)}", f"use folds.k <= {len(df)} or more data")])
@@ -31,6 +27,28 @@ def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) ->
     return examples
 
 
+def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
+    """Data and folds for a sweep: checks everything that needs no cluster."""
+    strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
+    need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
+    examples = load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
+    folds = make_folds(examples, k=cfg.folds.k, strategy=cfg.folds.strategy, task=cfg.task, test_fraction=cfg.folds.test_fraction, seed=cfg.seed)
+    if not searched(cfg.search.space):
+        raise ConfigError([("search.space", "nothing to search", "add at least one of learning_rate, batch_size, epochs, ... (see examples/)")])
+    return examples, folds
+
+
+def fingerprint(examples: Examples) -> str:
+    """The data a sweep ran on: a resumed sweep or a refit must see the same rows."""
+    h = hashlib.sha256()
+    for text in examples.texts:
+        h.update(text.encode("utf-8", "replace"))
+        h.update(b"\0")
+    if examples.labels is not None:
+        h.update(np.asarray(examples.labels).tobytes())
+    return h.hexdigest()[:16]
+
+
 def encode(cfg: SweepConfig, examples: Examples) -> Encoded:
     from trainer.model import load_tokenizer
 
@@ -38,7 +56,8 @@ def encode(cfg: SweepConfig, examples: Examples) -> Encoded:
     return tokenize(examples, tokenizer, cfg.task, cfg.model.max_length)
 
 
-def fit_spec(cfg: SweepConfig, *, train=None, deepspeed=None, model=None, records_uri=None, export_uri=None) -> FitSpec:
+def fit_spec(cfg: SweepConfig, *, train=None, deepspeed=None, model=None, records_uri=None, export_uri=None, **typed) -> FitSpec:
+    """The FitSpec of one fit of this sweep; `train`/`deepspeed`/`model` replace the config's groups (a trial's values)."""
     return FitSpec(
         task=cfg.task,
         model=model or cfg.model,
@@ -51,4 +70,5 @@ def fit_spec(cfg: SweepConfig, *, train=None, deepspeed=None, model=None, record
         checkpoint_every_epoch=cfg.storage.checkpoint_every_epoch,
         records_uri=records_uri,
         export_uri=export_uri,
+        **typed,
     )

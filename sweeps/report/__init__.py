@@ -1,0 +1,1 @@
+"""The best-trial report: facts from storage, plots, and the html/md/json pages."""

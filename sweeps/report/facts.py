@@ -14,7 +14,7 @@ import time
 from zerotune.errors import ConfigError, StorageError
 from trainer.storage import exists, join, read_json, write_bytes
 
-from sweeps.results.collect import fold_records
+from sweeps.layout import SweepDir
 from trainer.metrics import best_first, best_of, scalar_metrics
 
 SCHEMA_VERSION = 1
@@ -24,20 +24,20 @@ TOP_TRIALS = 8
 
 def report_facts(sweep_uri: str) -> dict:
     """Everything the report shows, read from `<storage>/<name>/`; NaN/inf become null."""
-    from sweeps.config import load_config
+    from sweeps.results.collect import collect, count_states
     from sweeps.results.importance import param_importances
-    from sweeps.results.collect import collect
+    from sweeps.results.status import saved_config
 
-    if not exists(join(sweep_uri, "config.json")):
-        raise StorageError(f"no sweep at {sweep_uri} (config.json missing)", field="sweep", fix="pass the sweep directory or URI, or its name with --storage")
-    cfg = load_config(raw=read_json(join(sweep_uri, "config.json")))
-    summary_path = join(sweep_uri, "summary.json")
-    summary = read_json(summary_path) if exists(summary_path) else collect(sweep_uri, cfg=cfg)
-    folds = _read_optional(join(sweep_uri, "folds.json")) or {}
-    data = _read_optional(join(sweep_uri, "data.json")) or {}
-    trials = [_trial_row(sweep_uri, t) for t in summary["trials"]]
+    sweep = SweepDir(sweep_uri)
+    if not sweep.exists():
+        raise StorageError(f"no sweep at {sweep_uri} (its config is missing)", field="sweep", fix="pass the sweep directory or URI, or its name with --storage")
+    cfg = saved_config(sweep)
+    summary = sweep.read(sweep.summary) or collect(sweep_uri, cfg=cfg)
+    folds = sweep.read(sweep.folds, {})
+    data = sweep.read(sweep.data, {})
+    trials = [_trial_row(sweep, t) for t in summary["trials"]]
     trials.sort(key=lambda t: (t["started"] is None, t["started"] or 0, t["trial_id"]))
-    states = {s: sum(t["state"] == s for t in trials) for s in ("completed", "pruned", "failed", "unfinished")}
+    states = count_states(trials)
     facts = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -58,9 +58,9 @@ def report_facts(sweep_uri: str) -> dict:
         "search": {"num_trials": cfg.search.num_trials, "space": cfg.search.space.model_dump(exclude_none=True), "scheduler": cfg.search.scheduler.model_dump()},
         "trials": trials,
         "best": _best(cfg, summary.get("best")),
-        "importances": param_importances(trials, space=cfg.search.space, mode=cfg.mode),
+        "importances": param_importances(trials, space=cfg.search.space, mode=cfg.mode, cfg=cfg),
         "methods": compare_methods(trials, default=cfg.model.method, mode=cfg.mode),
-        "refit": _refit(sweep_uri, summary.get("best")),
+        "refit": _refit(sweep, summary.get("best")),
         "plots": {},
         "notes": [],
     }
@@ -75,7 +75,7 @@ def build_report(sweep_uri: str, *, formats=("html",), out_dir: str | None = Non
     if unknown:
         raise ConfigError([("--format", f"unknown report format {unknown[0]!r}", f"use one of: {', '.join(FORMATS)}")])
     facts = report_facts(sweep_uri)
-    out_dir = out_dir or join(sweep_uri, "report")
+    out_dir = out_dir or SweepDir(sweep_uri).report
     images = draw_plots(facts, sweep_uri=sweep_uri)
     for name, png in images.items():
         write_bytes(join(out_dir, facts["plots"][name]["file"]), png)
@@ -122,7 +122,7 @@ def draw_plots(facts: dict, *, sweep_uri: str) -> dict[str, bytes]:
     if best is None:
         notes.append("no trial completed every fold: no best-trial plots")
     else:
-        fold_metrics = [f["metrics"] for f in fold_records(join(sweep_uri, "trials", best["trial_id"]))]
+        fold_metrics = [f.metrics for f in SweepDir(sweep_uri).trial(best["trial_id"]).records.folds()]
         _task_plots(facts["task"], fold_metrics, best, add, plots, where=f"best trial, {len(fold_metrics)} validation folds")
     refit = facts["refit"]
     if refit and refit.get("confusion_matrix"):
@@ -146,10 +146,10 @@ def _task_plots(task: str, fold_metrics: list[dict], best: dict, add, plots, *, 
         add("loss_curve", "Eval loss curve of the best trial", lambda: plots.loss_curves(histories, title=f"loss per epoch ({where})"))
 
 
-def _trial_row(uri: str, t: dict) -> dict:
-    params = _read_optional(join(uri, "trials", t["trial_id"], "params.json")) or {}
+def _trial_row(sweep: SweepDir, t: dict) -> dict:
+    started = sweep.trial(t["trial_id"]).params().started
     keys = ("trial_id", "state", "reason", "error", "params", "folds_done", "fold_scores", "mean", "std", "duration_s", "worker_seconds", "gpu_hours", "trainable_params", "total_params")
-    return {**{k: t.get(k) for k in keys}, "started": params.get("started")}
+    return {**{k: t.get(k) for k in keys}, "started": started}
 
 
 def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict]:
@@ -203,8 +203,8 @@ def _best(cfg, best: dict | None) -> dict | None:
     }
 
 
-def _refit(uri: str, best: dict | None) -> dict | None:
-    record = _read_optional(join(uri, "refit", "metrics.json"))
+def _refit(sweep: SweepDir, best: dict | None) -> dict | None:
+    record = sweep.read(sweep.refit_metrics)
     if record is None:
         return None
     test = scalar_metrics(record["metrics"])
@@ -227,10 +227,6 @@ def _std(values: list[float]) -> float:
         return 0.0
     mean = sum(values) / len(values)
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))  # population std, as the sweep summary
-
-
-def _read_optional(uri: str):
-    return read_json(uri) if exists(uri) else None
 
 
 def _clean(obj):

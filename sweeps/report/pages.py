@@ -6,9 +6,6 @@ import base64
 import html as _html
 import json
 
-SECTIONS = ("Summary", "Best trial", "All trials", "Plots")
-
-
 def _fmt(v) -> str:
     if v is None:
         return "–"

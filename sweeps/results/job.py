@@ -44,7 +44,7 @@ def job_sweep_uri(*, address: str, job_id: str, token: str | None, storage: str 
 
     from cluster import jobs
     from sweeps.config import load_config, parse_overrides
-    from sweeps.search.run import storage_root
+    from sweeps.layout import storage_root
     from sweeps.results.status import locate_sweep
 
     status = jobs.job_status(address=address, job_id=job_id, token=token)

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from sweeps.layout import SweepDir
+from trainer.storage import join
 from zerotune.errors import StorageError
-from trainer.storage import exists, join, read_json
 
 
 def locate_sweep(sweep: str, *, storage: str) -> str:
+    """The sweep directory `sweep` names: a directory/URI itself, or a name under `storage`."""
     for candidate in (sweep, join(storage, sweep)):
-        if exists(join(candidate, "config.json")):
+        if SweepDir(candidate).exists():
             return candidate
     raise StorageError(f"no sweep at {sweep!r} (nor under {storage!r})", field="sweep", fix="pass the sweep directory, or its name with --storage")
 
 
-def sweep_status(sweep: str, *, storage: str) -> dict:
+def saved_config(sweep: SweepDir):
+    """The config a sweep was run with, as stored with it."""
     from sweeps.config import load_config
+
+    return load_config(raw=sweep.read(sweep.config))
+
+
+def sweep_status(sweep: str, *, storage: str) -> dict:
     from sweeps.results.collect import collect
 
-    uri = locate_sweep(sweep, storage=storage)
-    cfg = load_config(raw=read_json(join(uri, "config.json")))
-    # Trials are re-read every time (a resumed sweep may be running); timing facts only the run knew come from summary.json.
-    saved = read_json(join(uri, "summary.json")) if exists(join(uri, "summary.json")) else {}
-    return {**saved, **collect(uri, cfg=cfg, finished=bool(saved))}
+    found = SweepDir(locate_sweep(sweep, storage=storage))
+    # Trials are re-read every time (a resumed sweep may be running); timing facts only the run knew come from the summary.
+    saved = found.read(found.summary, {})
+    return {**saved, **collect(found.uri, cfg=saved_config(found), finished=bool(saved))}

@@ -10,19 +10,16 @@ import time
 
 from ray.tune import Callback
 
+from sweeps.layout import SweepDir, write_probe
 from zerotune.errors import StorageError
-from trainer.storage import exists, filesystem, join, write_json
 
 
 def storage_problem(uri: str) -> str | None:
     """Why the sweep directory can no longer be used, or None if it still can."""
-    if not exists(join(uri, "config.json")):
+    if not SweepDir(uri).exists():
         return "disappeared (its config.json is gone)"
-    probe = join(uri, ".write-test")
     try:
-        write_json(probe, {"ok": True})
-        fs, path = filesystem(probe)
-        fs.delete_file(path)
+        write_probe(uri)
     except (StorageError, OSError) as exc:
         return f"became unwritable ({getattr(exc, 'message', None) or exc})"
     return None

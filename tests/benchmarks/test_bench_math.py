@@ -1,6 +1,5 @@
 """The benchmark rows' arithmetic: ZeRO memory expectations, pruning savings, trial overhead from records."""
 
-import json
 
 import pytest
 
@@ -31,12 +30,15 @@ def test_pruning_goal_needs_both_savings_and_the_same_best():
 
 
 def test_trial_overhead_reads_start_markers_and_fold_records(tmp_path):
-    trial = tmp_path / "trials" / "t1"
-    (trial / "records" / "starts").mkdir(parents=True)
-    (trial / "params.json").write_text(json.dumps({"params": {}, "started": 100.0}))
+    from sweeps.layout import Params, SweepDir
+    from trainer.records import FoldRecord, StartMarker
+
+    trial = SweepDir(str(tmp_path)).trial("t1")
+    trial.write_params(Params(params={}, started=100.0))
     for fold, (t, setup) in enumerate([(112.0, 2.0), (130.0, 1.5)]):
-        (trial / "records" / "starts" / f"fold-{fold}-{fold}.json").write_text(json.dumps({"fold": fold, "time": t, "setup_s": setup, "pid": 7}))
-        (trial / "records" / f"fold-{fold}.json").write_text(json.dumps({"fold": fold, "history": [{"time": 15.0}]}))
+        trial.records.write_start(StartMarker(fold=fold, start_epoch=0, pid=7, time=t, setup_s=setup), ns=fold)
+        record = FoldRecord(fold=fold, epochs_run=1, best_epoch=0, metrics={}, history=[{"time": 15.0}], val_sha="x")
+        trial.records.write_fold(record)
     summary = {"storage": str(tmp_path), "tokenize_s": 0.4, "orchestration_share": 0.3,
                "trials": [{"trial_id": "t1", "state": "completed", "duration_s": 50.0}, {"trial_id": "t2", "state": "pruned", "duration_s": 9.0}]}
     out = trial_overhead(summary)

@@ -3,13 +3,11 @@
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, VADER
+from conftest import VADER
 
 
 def _write(tmp_path, **groups):
@@ -33,10 +31,11 @@ def _write(tmp_path, **groups):
 
 
 def _zerotune(*args, cwd=None):
+    """The console path end to end. The timeout only turns a hang into a failure: no test asserts a duration
+    (fast tests hold no wall-clock bounds; "early" is shown by what did not happen, e.g. no Ray, no files)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
-    return proc, time.monotonic() - started
+    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=60)
 
 
 def _zerotune_in_process(capsys, *args):
@@ -44,10 +43,9 @@ def _zerotune_in_process(capsys, *args):
     The subprocess tests below still cover the console path end to end."""
     from sweeps.cli import main
 
-    started = time.monotonic()
     code = main([str(a) for a in args])
     out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err), time.monotonic() - started
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def _csv(tmp_path, text):
@@ -100,9 +98,8 @@ def _huge_model(tmp_path):
 def test_validate_rejects_bad_input(tmp_path, capsys, case):
     make, field = CASES[case]
     path = _write(tmp_path, **make(tmp_path))
-    proc, seconds = _zerotune_in_process(capsys, "sweep", "validate", path)
+    proc = _zerotune_in_process(capsys, "sweep", "validate", path)
     assert proc.returncode == 2, proc.stderr
-    assert seconds < 10
     first = proc.stderr.strip().splitlines()[0]
     assert first.startswith(f"error: {field}"), proc.stderr
     assert "fix:" in proc.stderr
@@ -114,16 +111,16 @@ def test_unwritable_storage_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     path = _write(tmp_path, storage={"path": str(blocker / "sub")})
-    proc, _ = _zerotune("sweep", "validate", path)
+    proc = _zerotune("sweep", "validate", path)
     assert proc.returncode == 3 and "error: storage.path" in proc.stderr
 
 
 def test_malformed_yaml_and_good_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {path: x\n")
-    proc, _ = _zerotune("sweep", "validate", bad)
+    proc = _zerotune("sweep", "validate", bad)
     assert proc.returncode == 2 and "error: config:" in proc.stderr and "line" in proc.stderr
-    proc, _ = _zerotune("sweep", "validate", _write(tmp_path))
+    proc = _zerotune("sweep", "validate", _write(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "ok: folds: 3 x stratified" in proc.stdout
     assert not (tmp_path / "results" / "bad").exists()  # validate leaves nothing behind
@@ -131,25 +128,28 @@ def test_malformed_yaml_and_good_config(tmp_path):
 
 def test_train_fails_before_any_worker_starts(tmp_path):
     path = _write(tmp_path, data={"label_column": "sentiment"})
-    proc, seconds = _zerotune("train", path)
-    assert proc.returncode == 2 and seconds < 10
+    proc = _zerotune("train", path)
+    assert proc.returncode == 2, proc.stderr
     assert "error: data.label_column: column 'sentiment' not in the data" in proc.stderr
     assert "RayTrainWorker" not in proc.stderr + proc.stdout
+    assert "Ray instance" not in proc.stderr + proc.stdout  # refused before "Started a local Ray instance"
 
 
 def test_help_shows_field_docs():
-    proc, _ = _zerotune("sweep", "run", "--help")
+    proc = _zerotune("sweep", "run", "--help")
     assert proc.returncode == 0
     assert "search.scheduler.grace_folds" in proc.stdout and "Folds every trial finishes" in proc.stdout
 
 
-def test_unreachable_address_fails_in_seconds(tmp_path):
+def test_unreachable_address_fails_at_the_probe(tmp_path):
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc, seconds = _zerotune("sweep", "validate", _write(tmp_path), "--address", f"127.0.0.1:{port}")
-    assert proc.returncode == 4 and seconds < 10, proc.stderr
+    proc = _zerotune("sweep", "validate", _write(tmp_path), "--address", f"127.0.0.1:{port}")
+    assert proc.returncode == 4, proc.stderr
     assert proc.stderr.startswith("error: --address: cannot reach Ray at 127.0.0.1:") and "fix:" in proc.stderr
+    # The socket probe answered (its fix names the ports), not ray.init after its minute of retries.
+    assert "check the head's address and port" in proc.stderr, proc.stderr
     assert not (tmp_path / "results").exists()

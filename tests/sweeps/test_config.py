@@ -35,7 +35,10 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_empty_ranges_unknown_metric_and_cpu_fp16():
-    assert _problems({**BASE, "search": {"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}})[0][0] == "search.space.learning_rate"
+    assert (
+        _problems({**BASE, "search": {"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}})[0][0]
+        == "search.space.learning_rate"
+    )
     assert "empty range" in _problems({**BASE, "search": {"space": {"epochs": {"low": 3, "high": 2}}}})[0][1]
     [(field, message, fix)] = _problems({**BASE, "search": {"metric": "f2"}})
     assert field == "search.metric" and "f1_macro" in fix
@@ -43,8 +46,12 @@ def test_empty_ranges_unknown_metric_and_cpu_fp16():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(raw=BASE, overrides=["train.epochs=3", "train.learning_rate=1e-4", "scaling.use_gpu=true", "name=abc"])
-    assert cfg.train.epochs == 3 and cfg.train.learning_rate == 1e-4 and cfg.scaling.use_gpu is True and cfg.name == "abc"
+    cfg = load_config(
+        raw=BASE, overrides=["train.epochs=3", "train.learning_rate=1e-4", "scaling.use_gpu=true", "name=abc"]
+    )
+    assert (
+        cfg.train.epochs == 3 and cfg.train.learning_rate == 1e-4 and cfg.scaling.use_gpu is True and cfg.name == "abc"
+    )
     assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
     with pytest.raises(ConfigError, match="group.field=value"):
         parse_overrides(["train.epochs"])
@@ -78,9 +85,20 @@ def test_help_lists_documented_fields():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["data", "train", "search", "folds", "path", "epochs", "k", "space", "zz"]), kids, max_size=4),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+        lambda kids: (
+            st.lists(kids, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["data", "train", "search", "folds", "path", "epochs", "k", "space", "zz"]),
+                kids,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    )
+)
 def test_loader_fuzz_only_raises_config_errors(tree):
     """Any YAML-shaped input either loads or raises ConfigError naming a field: never another exception."""
     try:

@@ -1,12 +1,10 @@
 """Every shipped example loads, validates against its data, and names its launch command."""
 
-from pathlib import Path
-
 import pytest
 
 from conftest import REPO
 from sweeps.config import load_config
-from sweeps.search.run import prepare_sweep
+from sweeps.preflight.data import prepare_sweep
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 

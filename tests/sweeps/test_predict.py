@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import VADER
 from sweeps.cli import main
 
-VADER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vader"
 LABELS = ["negative", "neutral", "positive"]
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import VADER
+
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
-VADER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vader"
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,16 @@
 import numpy as np
 
 from sweeps.search.trial import finished_before
-from trainer.loop import rows_sha
+from trainer.records import FoldRecord, rows_sha
 
 FOLDS = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]
 
 
 def _records(*vals, **extra):
-    return [{"fold": i, "val_sha": rows_sha(v), **extra} for i, v in enumerate(vals)]
+    return [
+        FoldRecord(fold=i, epochs_run=1, best_epoch=0, metrics={}, history=[], val_sha=rows_sha(v), **extra)
+        for i, v in enumerate(vals)
+    ]
 
 
 def test_every_fold_recorded_on_its_rows_counts_as_finished():

@@ -1,14 +1,11 @@
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import VADER
 from trainer.config import DataConfig
 from trainer.data import collate, read_table, resolve_path, to_examples, tokenize
 from zerotune.errors import ConfigError, DataError
-
-from conftest import VADER
 
 
 def _cfg(path, **kw):

@@ -19,15 +19,18 @@ def ray_cluster(trainer_ray):
 
 
 def _bert_cfg(tmp_path, model_dir, data, stage, **train):
-    return load_config(raw={
-        "name": f"bert-z{stage}", "task": "classification",
-        "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
-        "data": {"path": str(data)},
-        "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 3, "warmup_ratio": 0.0, **train},
-        "deepspeed": {"zero_stage": stage},
-        "scaling": {"num_workers": 2, "max_failures": 2},
-        "storage": {"path": str(tmp_path)},
-    })
+    return load_config(
+        raw={
+            "name": f"bert-z{stage}",
+            "task": "classification",
+            "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
+            "data": {"path": str(data)},
+            "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 3, "warmup_ratio": 0.0, **train},
+            "deepspeed": {"zero_stage": stage},
+            "scaling": {"num_workers": 2, "max_failures": 2},
+            "storage": {"path": str(tmp_path)},
+        }
+    )
 
 
 def _reload_and_compare(model_dir, task):
@@ -37,9 +40,13 @@ def _reload_and_compare(model_dir, task):
     probe = json.loads((model_dir / "engine_predictions.json").read_text())
     cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
     model = cls.from_pretrained(model_dir).eval()
-    for row, expected in zip(probe["rows"], probe["values"]):
+    for row, expected in zip(probe["rows"], probe["values"], strict=True):
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long)).logits[0].numpy()
+            logits = (
+                model(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long))
+                .logits[0]
+                .numpy()
+            )
         if task == "causal-lm":
             assert logits.argmax(-1).tolist() == expected[: len(row)]
         else:
@@ -54,10 +61,17 @@ def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, k
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.9, losses
     assert summary["metrics"]["accuracy"] > 0.5  # three balanced classes: chance is 1/3
     memory = summary["memory"]  # one entry per rank
-    assert len(memory["peak_rss_mb"]) == 2 and all(0 < s <= p for s, p in zip(memory["rss_start_mb"], memory["peak_rss_mb"]))
-    # DeepSpeed's CPU shared-memory kernel serves inference only; building it cost ~60 s per fresh venv.
+    assert len(memory["peak_rss_mb"]) == 2 and all(
+        0 < s <= p for s, p in zip(memory["rss_start_mb"], memory["peak_rss_mb"], strict=True)
+    )
+    # DeepSpeed's CPU shared-memory kernel serves inference only: no worker may build it (a C++ JIT build).
     assert not any(extensions_dir.iterdir()), sorted(p.name for p in extensions_dir.iterdir())
-    assert json.loads((tmp_path / f"bert-z{stage}").joinpath(*summary["metrics_path"].split("/")[-2:]).read_text())["metrics"]["f1_macro"] == summary["metrics"]["f1_macro"]
+    assert (
+        json.loads((tmp_path / f"bert-z{stage}").joinpath(*summary["metrics_path"].split("/")[-2:]).read_text())[
+            "metrics"
+        ]["f1_macro"]
+        == summary["metrics"]["f1_macro"]
+    )
     if stage in (0, 3):
         from pathlib import Path
 
@@ -68,15 +82,24 @@ def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, k
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, stage):
-    cfg = load_config(raw={
-        "name": f"gpt2-z{stage}", "task": "causal-lm",
-        "model": {"path": str(tiny_gpt2_dir), "max_length": 48, "dropout": 0.0},
-        "data": {"path": "pkg:chatterbot_corpus/data/english", "format": "chatterbot", "prompt_column": "text", "response_column": "response", "max_rows": 160},
-        "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
-        "deepspeed": {"zero_stage": stage},
-        "scaling": {"num_workers": 2},
-        "storage": {"path": str(tmp_path)},
-    })
+    cfg = load_config(
+        raw={
+            "name": f"gpt2-z{stage}",
+            "task": "causal-lm",
+            "model": {"path": str(tiny_gpt2_dir), "max_length": 48, "dropout": 0.0},
+            "data": {
+                "path": "pkg:chatterbot_corpus/data/english",
+                "format": "chatterbot",
+                "prompt_column": "text",
+                "response_column": "response",
+                "max_rows": 160,
+            },
+            "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
+            "deepspeed": {"zero_stage": stage},
+            "scaling": {"num_workers": 2},
+            "storage": {"path": str(tmp_path)},
+        }
+    )
     summary = run_fit(cfg, export=stage == 3)
     history = summary["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -88,12 +111,18 @@ def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, st
         _reload_and_compare(Path(summary["model_dir"]), "causal-lm")
 
 
-def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epoch(tmp_path, tiny_bert_dir, keyword_csv):
+def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epoch(
+    tmp_path, tiny_bert_dir, keyword_csv
+):
     from pathlib import Path
 
     # A learning rate this small cannot move macro-F1: the fold stalls after its first epoch.
-    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1).model_dump(mode="json")
-    cfg = load_config(raw={**raw, "scaling": {**raw["scaling"], "num_workers": 1}})  # ranks do not matter here; a worker start does
+    raw = _bert_cfg(
+        tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1
+    ).model_dump(mode="json")
+    cfg = load_config(
+        raw={**raw, "scaling": {**raw["scaling"], "num_workers": 1}}
+    )  # ranks do not matter here; a worker start does
     summary = run_fit(cfg, export=True)
     history = summary["history"]
     assert len(history) == 2, history  # stopped after patience (1) epochs without improvement, not at 5
@@ -104,7 +133,9 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     _reload_and_compare(Path(summary["model_dir"]), "classification")
 
 
-def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoint(tmp_path, tiny_bert_dir, keyword_csv, fault_markers):
+def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoint(
+    tmp_path, tiny_bert_dir, keyword_csv, fault_markers
+):
     """A worker SIGKILLed mid epoch 2: Ray Train replaces the worker group, which resumes from epoch 1's checkpoint
     and finishes with the scores of the fault-free run (the ZeRO-2 fit above, same config and seed). That a
     checkpoint without its state.json is never resumed from is unit-tested (tests/trainer/test_loop.py)."""
@@ -113,7 +144,9 @@ def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoin
     raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2).model_dump(mode="json")
     faulty = run_fit(load_config(raw={**raw, "name": "restart"}), export=False)
     assert (fault_markers / "killed").exists(), "the fault was not injected"
-    clean = FIT_RESULTS.get("bert-z2") or run_fit(_bert_cfg(tmp_path / "clean", tiny_bert_dir, keyword_csv, 2), export=False)
+    clean = FIT_RESULTS.get("bert-z2") or run_fit(
+        _bert_cfg(tmp_path / "clean", tiny_bert_dir, keyword_csv, 2), export=False
+    )
     assert [h["epoch"] for h in faulty["history"]] == [0, 1, 2]
     records = Path(faulty["metrics_path"]).with_name("records")
     starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]

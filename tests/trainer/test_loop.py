@@ -1,79 +1,117 @@
-"""Worker-loop helpers that need no cluster: resume decisions, early stopping, out-of-memory records."""
+"""The worker recipe's pieces that need no cluster: best epoch and early stopping, throughput, row shards,
+what an epoch reports, the out-of-memory record."""
 
-import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from trainer.loop import ENGINE_TAG, _resume_state, _stalled, is_oom, read_oom
+from trainer.loop import record_oom
+from trainer.progress import EpochResult, FoldProgress, TrainedEpoch
+from trainer.records import Diverged, FitRecords, FoldRecord
+from trainer.spec import EpochReport
+from trainer.worker import batches_per_rank, epoch_rows
 
 
-def _checkpoint(tmp_path, state: dict | None, *, engine: bool = True, raw: str | None = None):
-    from ray.train import Checkpoint
-
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    if engine:
-        (tmp_path / ENGINE_TAG).mkdir()
-        (tmp_path / ENGINE_TAG / "mp_rank_00_model_states.pt").write_bytes(b"\0" * 64)
-    if raw is not None:
-        (tmp_path / "state.json").write_text(raw)
-    elif state is not None:
-        (tmp_path / "state.json").write_text(json.dumps(state))
-    return Checkpoint.from_directory(str(tmp_path))
+def _spec(patience=None, mode="max"):
+    return SimpleNamespace(train=SimpleNamespace(early_stopping_patience=patience), metric="f1_macro", mode=mode)
 
 
-STATE = {"fold": 1, "epoch": 0, "engine_saved": True, "fold_results": [{"fold": 0}], "history": [{"epoch": 0}], "resumes": 0}
+def _result(epoch, score, steps=(0.5, 0.5)):
+    trained = TrainedEpoch(loss=1.0, step_times=steps, tokens=100, padded_tokens=160)
+    return EpochResult(
+        epoch=epoch, trained=trained, metrics={"f1_macro": score, "train_loss": 1.0, "per_class": {}}, seconds=1.234
+    )
 
 
-def test_a_complete_checkpoint_resumes_mid_fold(tmp_path):
-    state = _resume_state(_checkpoint(tmp_path / "c", STATE))
-    assert (state["fold"], state["epoch"], state["resumes"]) == (1, 0, 1) and state["dir"]
-
-
-@pytest.mark.parametrize("raw", [None, '{"fold": 1, "epo', ""], ids=["no state.json", "truncated", "empty"])
-def test_a_half_written_checkpoint_is_ignored(tmp_path, raw):
-    # The engine files were written, the state that says what they are was not (or not fully).
-    state = _resume_state(_checkpoint(tmp_path / "c", None, raw=raw))
-    assert state["fold"] is None and state["fold_results"] == [] and state["dir"] is None
-
-
-def test_state_without_its_engine_files_restarts_the_fold_keeping_finished_folds(tmp_path):
-    state = _resume_state(_checkpoint(tmp_path / "c", STATE, engine=False))
-    assert state["fold"] is None and state["fold_results"] == [{"fold": 0}] and state["resumed_between_folds"] == 1
+def _progress(*scores, spec=None):
+    spec = spec or _spec(2)
+    progress = FoldProgress()
+    for epoch, score in enumerate(scores):
+        result = _result(epoch, score)
+        progress = progress.add(result, result.history_entry(world=2, batch_size=8), spec)
+    return progress
 
 
 def test_stalled_counts_epochs_without_improvement():
-    from types import SimpleNamespace
-
-    spec = SimpleNamespace(train=SimpleNamespace(early_stopping_patience=2), metric="f1_macro", mode="max")
-    scores = lambda *v: [{"f1_macro": x} for x in v]
-    assert not _stalled(scores(0.5, 0.6, 0.6), spec)
-    assert _stalled(scores(0.5, 0.6, 0.6, 0.55), spec)
-    assert not _stalled(scores(0.5, float("nan"), 0.7), spec)
+    assert not _progress(0.5, 0.6, 0.6).stalled(_spec(2))
+    assert _progress(0.5, 0.6, 0.6, 0.55).stalled(_spec(2))
+    assert not _progress(0.5, float("nan"), 0.7).stalled(_spec(2))
+    assert not _progress(0.5, 0.4, 0.3, 0.2).stalled(_spec(None))
+    assert not _progress(0.5, 0.4, 0.3).stalled(_spec(2, mode="min"))
 
 
-def test_oom_errors_are_recognised_and_read_back(tmp_path):
-    import torch
-
-    assert is_oom(MemoryError()) and is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"))
-    assert not is_oom(RuntimeError("shape mismatch"))
-    assert read_oom(str(tmp_path / "none")) is None
-    (tmp_path / "oom-rank1.json").write_text(json.dumps({"fold": 0, "epoch": 1, "step": 4}))
-    assert read_oom(str(tmp_path))["step"] == 4
+def test_the_best_epoch_is_the_first_best_finite_score():
+    assert _progress(0.5, 0.7, 0.7, 0.6).best.epoch == 1
+    assert _progress(float("nan"), 0.2).best.epoch == 1
+    assert _progress(0.5, 0.4, spec=_spec(2, mode="min")).best.epoch == 1
 
 
-def test_a_completed_fit_reports_its_fold_mean_again_from_its_records():
-    from types import SimpleNamespace
+def test_history_entries_carry_scalar_metrics_and_the_worker_groups_throughput():
+    entry = _result(3, 0.5, steps=(0.25, 0.5, 1.0)).history_entry(world=2, batch_size=8)
+    assert entry["epoch"] == 3 and entry["f1_macro"] == 0.5 and "per_class" not in entry
+    assert entry["steps"] == 3 and entry["time"] == 1.23 and entry["step_s"] == 0.5
+    assert entry["samples_per_s"] == 32.0 and entry["tokens_per_s"] == round(200 / 1.75, 1)
+    empty = _result(0, 0.5, steps=()).history_entry(world=2, batch_size=8)
+    assert empty["steps"] == 0 and empty["samples_per_s"] is None
 
-    from trainer.loop import completed_report
 
-    spec = SimpleNamespace(metric="f1_macro")
-    records = [
-        {"fold": i, "epochs_run": 3, "metrics": {"f1_macro": f, "accuracy": 0.9, "per_class": {}}, "trainable_params": 10, "total_params": 12}
+def test_every_rank_gets_an_equal_shard_of_a_seeded_shuffle():
+    rows = np.arange(11)
+    shards = [epoch_rows(rows, seed=1, fold=0, epoch=2, rank=r, world=3) for r in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3] and len(set(np.concatenate(shards))) == 9
+    assert np.array_equal(shards[0], epoch_rows(rows, seed=1, fold=0, epoch=2, rank=0, world=3))
+    assert not np.array_equal(shards[0], epoch_rows(rows, seed=1, fold=0, epoch=3, rank=0, world=3))
+    assert batches_per_rank(11, 3, 2) == 2 and batches_per_rank(1, 2, 8) == 0
+
+
+def test_an_epoch_report_flattens_to_its_epochs_scalars_and_costs():
+    fold0 = FoldRecord(fold=0, epochs_run=2, best_epoch=1, metrics={"f1_macro": 0.5}, history=[], val_sha="x")
+    report = EpochReport(
+        fold=1,
+        epoch=0,
+        k=3,
+        metric="f1_macro",
+        metrics={"f1_macro": 0.6, "train_loss": 0.9},
+        folds=(fold0,),
+        timings={"train_s": 2.0},
+        trainable_params=10,
+        total_params=12,
+        diverged=Diverged(fold=1, epoch=0, step=4, loss="nan"),
+    )
+    flat = report.flat()
+    assert flat["epoch_f1_macro"] == 0.6 and flat["epoch_train_loss"] == 0.9
+    assert (flat["fold"], flat["epoch"], flat["trainable_params"], flat["total_params"]) == (1, 0, 10, 12)
+    assert flat["time_train_s"] == 2.0 and flat["time_eval_s"] == 0.0
+    assert flat["diverged"] == 1 and '"step": 4' in flat["diverged_at"]
+    assert not any(key.startswith(("objective", "folds_")) for key in flat)  # the fold objective is the sweep's
+
+
+def test_an_out_of_memory_error_is_recorded_where_it_happened(tmp_path):
+    w = SimpleNamespace(rank=1, records=FitRecords(str(tmp_path)))
+    record_oom(w, MemoryError(), 0, 2, 5)  # no message: the record still says what it was
+    oom = FitRecords(str(tmp_path)).oom()
+    assert (oom.fold, oom.epoch, oom.step, oom.rank, oom.error) == (0, 2, 5, 1, "MemoryError: ")
+    record_oom(
+        SimpleNamespace(rank=0, records=None), RuntimeError("CUDA out of memory"), 0, 0, None
+    )  # no records: logged only
+
+
+def test_a_finished_fit_is_reported_again_from_its_records():
+    folds = [
+        FoldRecord(
+            fold=i,
+            epochs_run=3,
+            best_epoch=2,
+            metrics={"f1_macro": f, "per_class": {}},
+            history=[],
+            val_sha="x",
+            trainable_params=10,
+            total_params=12,
+        )
         for i, f in enumerate([0.5, 0.7])
     ]
-    report = completed_report(records, spec, 2)
-    assert report["objective"] == pytest.approx(0.6) and report["objective_std"] == pytest.approx(0.1)
-    assert (report["folds_done"], report["folds_total"], report["fold"], report["epoch"]) == (2, 2, 1, 2)
-    assert report["fold0_f1_macro"] == 0.5 and report["epoch_f1_macro"] == 0.7 and "epoch_per_class" not in report
-    assert report["trainable_params"] == 10 and report["time_train_s"] == 0.0
+    report = EpochReport.finished(folds, k=2, metric="f1_macro")
+    assert (report.fold, report.epoch, report.folds) == (1, 2, tuple(folds))
+    assert report.metrics == {"f1_macro": 0.7} and report.timings["train_s"] == 0.0 and report.trainable_params == 10
+    assert report.flat()["epoch_f1_macro"] == pytest.approx(0.7)

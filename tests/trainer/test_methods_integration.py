@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 # (method, zero stage, task, extra model settings, learning rate). Each method under ZeRO-3 (partitioned
 # parameters, gathered for export), LoRA with a trained classifier head merged in, and prompt tuning on both
 # tasks (causal LM strips the virtual positions from the logits). LoRA on GPT-2's Conv1D layers is covered by
-# the parameter-count unit tests (tests/trainer/test_methods.py), not by a fit: each fit here costs ~30 s.
+# the parameter-count unit tests (tests/trainer/test_methods.py), not by another fit here.
 CASES = [
     ("partial", 3, "classification", {"top_layers": 1}, 3e-3),
     ("lora", 3, "classification", {"lora": {"rank": 4, "dropout": 0.0}}, 1e-2),
@@ -33,18 +33,28 @@ def ray_cluster(trainer_ray):
 
 def _cfg(tmp_path, model_dir, keyword_csv, method, stage, task, extra, lr):
     data = (
-        {"path": "pkg:chatterbot_corpus/data/english", "format": "chatterbot", "prompt_column": "text", "response_column": "response", "max_rows": 120}
-        if task == "causal-lm" else {"path": str(keyword_csv)}
+        {
+            "path": "pkg:chatterbot_corpus/data/english",
+            "format": "chatterbot",
+            "prompt_column": "text",
+            "response_column": "response",
+            "max_rows": 120,
+        }
+        if task == "causal-lm"
+        else {"path": str(keyword_csv)}
     )
-    return load_config(raw={
-        "name": f"{method}-z{stage}", "task": task,
-        "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0, "method": method, **extra},
-        "data": data,
-        "train": {"learning_rate": lr, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
-        "deepspeed": {"zero_stage": stage},
-        "scaling": {"num_workers": 2},
-        "storage": {"path": str(tmp_path)},
-    })
+    return load_config(
+        raw={
+            "name": f"{method}-z{stage}",
+            "task": task,
+            "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0, "method": method, **extra},
+            "data": data,
+            "train": {"learning_rate": lr, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
+            "deepspeed": {"zero_stage": stage},
+            "scaling": {"num_workers": 2},
+            "storage": {"path": str(tmp_path)},
+        }
+    )
 
 
 def _base_state(model_dir, task):
@@ -57,7 +67,12 @@ def _base_state(model_dir, task):
 def _expected_trainable(method, task, extra, hidden=32, layers=2, classes=3):
     head = hidden * classes + classes if task == "classification" else 0
     if method == "partial":  # one BERT block (attention 4 x (h*h+h) + 2 layer norms + FFN h->2h->h) + pooler + head
-        block = 4 * (hidden * hidden + hidden) + 2 * 2 * hidden + (hidden * 2 * hidden + 2 * hidden) + (2 * hidden * hidden + hidden)
+        block = (
+            4 * (hidden * hidden + hidden)
+            + 2 * 2 * hidden
+            + (hidden * 2 * hidden + 2 * hidden)
+            + (2 * hidden * hidden + hidden)
+        )
         return block + (hidden * hidden + hidden) + head
     if method == "lora":
         r = extra["lora"]["rank"]
@@ -66,7 +81,9 @@ def _expected_trainable(method, task, extra, hidden=32, layers=2, classes=3):
     return extra["prompt_tokens"] * hidden + head
 
 
-@pytest.mark.parametrize(("method", "stage", "task", "extra", "lr"), CASES, ids=[f"{c[0]}-z{c[1]}-{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("method", "stage", "task", "extra", "lr"), CASES, ids=[f"{c[0]}-z{c[1]}-{c[2]}" for c in CASES]
+)
 def test_method_trains_under_zero(tmp_path, tiny_bert_dir, tiny_gpt2_dir, keyword_csv, method, stage, task, extra, lr):
     model_dir = tiny_gpt2_dir if task == "causal-lm" else tiny_bert_dir
     summary = run_fit(_cfg(tmp_path, model_dir, keyword_csv, method, stage, task, extra, lr), export=True)
@@ -92,18 +109,22 @@ def test_method_trains_under_zero(tmp_path, tiny_bert_dir, tiny_gpt2_dir, keywor
         adapted = ("attention.self.query", "attention.self.value") if task == "classification" else ("attn.c_attn",)
         frozen = [k for k in base if not any(a in k for a in adapted) and "classifier" not in k]
         changed = [k for k in base if any(a in k for a in adapted) and k.endswith("weight")]
-    else:  # adapter: the base is reloaded from disk, so the reload matching the engine (below) proves it was not trained
+    else:  # adapter: the base is reloaded from disk, so the reload matching the engine (below) shows it was not trained
         frozen, changed = [], []
     for key in frozen:
         torch.testing.assert_close(trained[key], base[key], rtol=0, atol=0, msg=key)
-    assert changed == [] or all(not torch.equal(trained[k], base[k]) for k in changed), "the trained weights did not move"
+    assert changed == [] or all(not torch.equal(trained[k], base[k]) for k in changed), (
+        "the trained weights did not move"
+    )
 
     # The export predicts what the engine predicted.
     probe = json.loads((exported / "engine_predictions.json").read_text())
-    for row, expected in zip(probe["rows"], probe["values"]):
+    for row, expected in zip(probe["rows"], probe["values"], strict=True):
         with torch.no_grad():
-            out = model(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long)).logits[0]
+            out = model(input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long)).logits[
+                0
+            ]
         if task == "causal-lm":
-            assert out[-len(row):].argmax(-1).tolist() == expected[: len(row)]
+            assert out[-len(row) :].argmax(-1).tolist() == expected[: len(row)]
         else:
             np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)

@@ -1,0 +1,104 @@
+"""Export without a cluster (trainer.export): a stand-in for the DeepSpeed engine around a tiny real model;
+the exported directory reloads and predicts what the engine predicted on the probe rows."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.config import DeepSpeedConfig, ModelConfig, TrainConfig
+from trainer.data import Encoded
+from trainer.export import export_model, load_exported, model_card, probe_rows_for, write_model_card
+from trainer.spec import FitSpec
+
+
+class Engine:
+    """What export reads of a DeepSpeed engine (ZeRO stage < 3: the module holds whole weights)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def zero_optimization_partition_weights(self):
+        return False
+
+    def __call__(self, **inputs):
+        return self.module(**inputs)
+
+    def eval(self):
+        self.module.eval()
+
+    def train(self):
+        self.module.train()
+
+
+def _encoded(task, n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [rng.integers(1000, 2000, size=int(rng.integers(3, 9))).astype(np.int32) for _ in range(n)]
+    if task == "causal-lm":
+        return Encoded(input_ids=ids, labels=None, loss_start=np.zeros(n, dtype=np.int32), pad_id=0, label_names=None)
+    return Encoded(input_ids=ids, labels=np.arange(n) % 3, loss_start=None, pad_id=0, label_names=["a", "b", "c"])
+
+
+def _spec(model_dir, task, out, **extra):
+    return FitSpec(
+        task=task,
+        model=ModelConfig(path=str(model_dir)),
+        train=TrainConfig(),
+        deepspeed=DeepSpeedConfig(zero_stage=1),
+        use_gpu=False,
+        seed=0,
+        metric="eval_loss",
+        mode="min",
+        export_uri=str(out),
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("task", ["classification", "causal-lm"])
+def test_the_export_reloads_and_predicts_what_the_engine_did(tmp_path, tiny_bert_dir, tiny_gpt2_dir, task):
+    from trainer.model import load_model
+
+    model_dir = tiny_gpt2_dir if task == "causal-lm" else tiny_bert_dir
+    encoded = _encoded(task)
+    spec = _spec(model_dir, task, tmp_path / "model", probe_rows=(3, 5, 7), card={"data": "twenty rows"})
+    export_model(
+        Engine(load_model(spec.model, task, label_names=encoded.label_names)), spec=spec, encoded=encoded, rank=0
+    )
+
+    out = tmp_path / "model"
+    meta = json.loads((out / "zerotune.json").read_text())
+    assert meta["task"] == task and meta["format"] == "full"
+    assert "- data: twenty rows" in (out / "README.md").read_text()
+    probe = json.loads((out / "engine_predictions.json").read_text())
+    assert probe["row_ids"] == [3, 5, 7]
+    model, _ = load_exported(out)
+    for row, expected in zip(probe["rows"], probe["values"], strict=True):
+        with torch.no_grad():
+            logits = model(
+                input_ids=torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long)
+            ).logits[0]
+        if task == "causal-lm":  # the argmax token at every position of the row
+            assert len(expected) == probe["logits_shape"][1] and logits.argmax(-1).tolist() == expected[: len(row)]
+        else:
+            np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+
+
+def test_probe_rows_are_the_specs_else_the_first_rows(tmp_path):
+    encoded = _encoded("classification", n=40)
+    assert probe_rows_for(_spec("m", "classification", tmp_path), encoded).tolist() == list(range(16))
+    assert probe_rows_for(_spec("m", "classification", tmp_path, probe_rows=(9, 2)), encoded).tolist() == [9, 2]
+    assert probe_rows_for(_spec("m", "classification", tmp_path), _encoded("classification", n=4)).tolist() == [
+        0,
+        1,
+        2,
+        3,
+    ]
+
+
+def test_the_model_card_is_rewritten_with_the_specs_card(tmp_path):
+    spec = _spec("some/model", "classification", tmp_path / "model", card={"test metrics": "f1_macro=0.9"})
+    write_model_card(spec, _encoded("classification"))
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert card == model_card(spec, _encoded("classification"))
+    assert "- test metrics: f1_macro=0.9" in card and "- labels: a, b, c" in card and "`some/model`" in card

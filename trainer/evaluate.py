@@ -1,0 +1,96 @@
+"""Evaluate an engine on a fold's validation rows: each rank scores its shard, results are gathered.
+
+Shards are padded with dummy forwards so every rank runs the same number of forwards (ZeRO-3 gathers
+parameters collectively inside each one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainer.methods import strip_virtual_tokens
+from trainer.metrics import causal_lm_metrics, classification_metrics, regression_metrics
+from trainer.worker import Worker
+
+
+def evaluate(w: Worker, engine, val_rows: np.ndarray) -> dict:
+    """The task's metrics on `val_rows` (collective: every rank calls this)."""
+    import torch
+
+    engine.eval()
+    try:
+        with torch.no_grad():
+            if w.spec.task == "causal-lm":
+                return _causal_lm(w, engine, val_rows)
+            return _scored(w, *_logits(w, engine, val_rows))
+    finally:
+        engine.train()
+
+
+def _shard_batches(w: Worker, val_rows: np.ndarray):
+    """(rows, real) per batch of this rank's shard; `real` False for a dummy batch that keeps ranks in step."""
+    mine = val_rows[w.rank :: w.world]
+    bs = w.spec.train.eval_batch_size
+    for b in range(math.ceil(math.ceil(len(val_rows) / w.world) / bs)):
+        rows = mine[b * bs : (b + 1) * bs]
+        yield (rows, True) if len(rows) else (val_rows[:1], False)
+
+
+def _causal_lm(w: Worker, engine, val_rows: np.ndarray) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    loss_sum, tokens = 0.0, 0
+    for rows, real in _shard_batches(w, val_rows):
+        inputs = w.inputs(rows)
+        out = engine(**inputs)
+        if not real:
+            continue
+        logits = strip_virtual_tokens(out.logits, inputs["labels"].size(1))[:, :-1].float()
+        labels = inputs["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        loss_sum += float(loss)
+        tokens += int((labels != -100).sum())
+    totals = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    return causal_lm_metrics(float(totals[0]), int(totals[1]))
+
+
+def _logits(w: Worker, engine, val_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row ids, logits) of every validation row, gathered from all ranks, in row order."""
+    import torch.distributed as dist
+
+    outputs, rows_seen = [], []
+    for rows, real in _shard_batches(w, val_rows):
+        out = engine(**w.inputs(rows))
+        if real:
+            outputs.append(out.logits.float().cpu().numpy())
+            rows_seen.append(rows)
+    local = (
+        np.concatenate(rows_seen) if rows_seen else np.zeros(0, dtype=np.int64),
+        np.concatenate(outputs) if outputs else None,
+    )
+    gathered = [local]
+    if dist.is_initialized() and w.world > 1:
+        gathered = [None] * w.world
+        dist.all_gather_object(gathered, local)
+    idx = np.concatenate([g[0] for g in gathered])
+    logits = np.concatenate([g[1] for g in gathered if g[1] is not None])
+    order = np.argsort(idx, kind="stable")
+    return idx[order], logits[order]
+
+
+def _scored(w: Worker, idx: np.ndarray, logits: np.ndarray) -> dict:
+    labels = w.encoded.labels[idx]
+    if w.spec.task == "regression":
+        preds = logits.reshape(-1)
+        return regression_metrics(preds, labels, eval_loss=float(np.mean((preds - labels) ** 2)))
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    eval_loss = float(-logp[np.arange(len(labels)), labels].mean())
+    return classification_metrics(logits, labels, w.encoded.label_names, eval_loss=eval_loss)

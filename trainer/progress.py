@@ -1,0 +1,86 @@
+"""A fold's fit so far, typed: each epoch's result (TrainedEpoch, EpochResult) and the best of them (FoldProgress).
+
+Pure values: the worker loop (trainer.loop) makes them, early stopping and the fold record read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.metrics import best_first, better, scalar_metrics
+from trainer.records import Diverged
+from trainer.spec import FitSpec
+
+
+@dataclass(frozen=True)
+class TrainedEpoch:
+    """One pass over this rank's training shard: the mean all-reduced loss, or where it turned non-finite."""
+
+    loss: float
+    step_times: tuple[float, ...]
+    tokens: int  # this rank's real tokens
+    padded_tokens: int  # with padding
+    diverged: Diverged | None = None
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    trained: TrainedEpoch
+    metrics: dict  # the evaluation's metrics, train_loss included
+    seconds: float
+
+    def score(self, metric: str) -> float:
+        return float(self.metrics.get(metric, float("nan")))
+
+    def history_entry(self, world: int, batch_size: int) -> dict:
+        """Throughput of the steps themselves (median step, whole worker group): what the benchmarks compare."""
+        times = self.trained.step_times
+        entry = {
+            "epoch": self.epoch,
+            **scalar_metrics(self.metrics),
+            "steps": len(times),
+            "time": round(self.seconds, 2),
+        }
+        if not times:
+            return {
+                **entry,
+                "step_s": float("nan"),
+                "samples_per_s": None,
+                "tokens_per_s": None,
+                "padded_tokens_per_s": None,
+            }
+        step_s = float(np.median(times))
+        return {
+            **entry,
+            "step_s": round(step_s, 4),
+            "samples_per_s": round(world * batch_size / step_s, 2),
+            "tokens_per_s": round(world * self.trained.tokens / sum(times), 1),
+            "padded_tokens_per_s": round(world * self.trained.padded_tokens / sum(times), 1),
+        }
+
+
+@dataclass(frozen=True)
+class FoldProgress:
+    """A fold's epochs so far and the best of them (`snapshot`: its weights, when the export needs them)."""
+
+    history: tuple[dict, ...] = ()
+    best: EpochResult | None = None
+    snapshot: dict | None = None
+    before: dict | None = None  # metrics before training (train.eval_before)
+
+    def add(self, result: EpochResult, entry: dict, spec: FitSpec) -> FoldProgress:
+        improved = self.best is None or better(result.score(spec.metric), self.best.score(spec.metric), spec.mode)
+        return dataclasses.replace(self, history=(*self.history, entry), best=result if improved else self.best)
+
+    def stalled(self, spec: FitSpec) -> bool:
+        """Early stopping: `patience` epochs since the best one."""
+        patience = spec.train.early_stopping_patience
+        if not patience or len(self.history) <= patience:
+            return False
+        scores = [h.get(spec.metric, float("nan")) for h in self.history]
+        best_at = min(range(len(scores)), key=lambda i: best_first(scores[i], spec.mode))
+        return len(scores) - 1 - best_at >= patience

@@ -1,0 +1,171 @@
+"""One rank's view of a fit (Worker), how it is set up, and the per-rank facts the loop needs.
+
+Every rank runs the same number of forward passes and collectives (ZeRO-3 and Train V2 both need
+that): the row shards here give every rank the same count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trainer import faults
+from trainer.data import Encoded, collate
+from trainer.records import FitRecords
+from trainer.spec import TIMINGS, FitSpec
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Fixed for the whole fit: the spec, the data and folds, this rank, its device, its records and fault hook."""
+
+    spec: FitSpec
+    encoded: Encoded
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    rank: int
+    world: int
+    device: object  # torch.device
+    bf16: bool  # the device supports bf16
+    records: FitRecords | None  # None: this fit keeps no records
+    hook: faults.StepHook | None  # test faults around each training step; None in ordinary fits
+    rss_start_mb: float  # resident memory after imports, before any model: what the memory figures are above
+
+    @property
+    def k(self) -> int:
+        return len(self.folds)
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0 writes the records and says what happens."""
+        return self.rank == 0
+
+    def inputs(self, rows: np.ndarray) -> dict:
+        """One batch of `rows`, padded and on this rank's device."""
+        return {k: v.to(self.device) for k, v in collate(self.encoded, rows, self.spec.task).items()}
+
+
+@dataclass
+class Timings:
+    """Seconds this worker group spent per phase (spec.TIMINGS), summed over its folds."""
+
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(TIMINGS, 0.0))
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+    def now(self) -> dict:
+        return dict(self.seconds)
+
+
+def setup(config: dict) -> Worker:
+    """This rank's Worker from Ray Train's loop config {"spec", "encoded", "folds"}."""
+    # Library chatter (DeepSpeed logs to stdout) goes to stderr: the driver's stdout carries data (--format json).
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    import ray
+    import ray.train
+    import torch
+
+    spec: FitSpec = config["spec"]
+    encoded = config["encoded"]
+    if isinstance(encoded, ray.ObjectRef):
+        encoded = ray.get(encoded)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = torch.device(f"cuda:{ctx.get_local_rank()}") if spec.use_gpu else torch.device("cpu")
+    if spec.use_gpu:
+        torch.cuda.set_device(device)
+    else:
+        skip_cpu_inference_kernel()
+    return Worker(
+        spec=spec,
+        encoded=encoded,
+        folds=config["folds"],
+        rank=rank,
+        world=world,
+        device=device,
+        bf16=spec.use_gpu and torch.cuda.is_bf16_supported(),
+        records=FitRecords(spec.records_uri) if spec.records_uri else None,
+        hook=faults.step_hook(spec.records_uri, rank=rank),
+        rss_start_mb=rss_mb(),
+    )
+
+
+def skip_cpu_inference_kernel() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce kernel.
+
+    DeepSpeed's torch backend builds it at init on CPU, but only `inference_all_reduce` uses it; training
+    all-reduces go through torch.distributed (gloo). The build needs a C++ toolchain and delays the first
+    fit of every fresh virtualenv. Marking the op incompatible is DeepSpeed's own "skip" path.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def memory_by_rank(rss_start_mb: float, world: int) -> dict:
+    """Each rank's resident memory at start and its peak so far (MiB): what ZeRO partitioning should shrink.
+
+    Collective: every rank calls this.
+    """
+    import resource
+
+    import torch.distributed as dist
+
+    mine = [round(rss_start_mb, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)]
+    everyone = [mine] * world
+    if dist.is_initialized() and world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    return {"rss_start_mb": [m[0] for m in everyone], "peak_rss_mb": [m[1] for m in everyone]}
+
+
+def batches_per_rank(n_rows: int, world: int, batch: int) -> int:
+    per_rank = n_rows // world
+    return max(1, math.ceil(per_rank / batch)) if per_rank else 0
+
+
+def epoch_rows(train_rows: np.ndarray, *, seed: int, fold: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's shard of a seeded shuffle; every rank gets the same count."""
+    perm = np.random.default_rng([seed, fold, epoch]).permutation(train_rows)
+    per_rank = len(perm) // world
+    return perm[rank::world][:per_rank]
+
+
+def all_reduce_mean(value, world: int) -> float:
+    """The mean of a scalar tensor over the ranks (collective)."""
+    import torch.distributed as dist
+
+    seen = value.detach().float().reshape(1).clone()
+    if dist.is_initialized():
+        dist.all_reduce(seen)
+        seen /= world
+    return float(seen.item())
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
