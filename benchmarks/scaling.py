@@ -36,23 +36,39 @@ def one_fit(*, stage: int, workers: int, stamp: str) -> dict:
     from sweeps.config import load_config
     from sweeps.final.train import run_fit
 
-    cfg = load_config(CONFIG, [
-        f"name=bench-scaling-{stamp}-z{stage}-w{workers}", "storage.path=./results/bench", "data.max_rows=600",
-        "model.max_length=48", f"train.batch_size={GLOBAL_BATCH // workers}", f"train.max_steps_per_epoch={STEPS}",
-        "train.epochs=1", "train.learning_rate=1e-4", f"deepspeed.zero_stage={stage}",
-        f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={2 // workers}", "split.validation_fraction=0.05",
-    ])
+    cfg = load_config(
+        CONFIG,
+        [
+            f"name=bench-scaling-{stamp}-z{stage}-w{workers}",
+            "storage.path=./results/bench",
+            "data.max_rows=600",
+            "model.max_length=48",
+            f"train.batch_size={GLOBAL_BATCH // workers}",
+            f"train.max_steps_per_epoch={STEPS}",
+            "train.epochs=1",
+            "train.learning_rate=1e-4",
+            f"deepspeed.zero_stage={stage}",
+            f"scaling.num_workers={workers}",
+            f"scaling.cpus_per_worker={2 // workers}",
+            "split.validation_fraction=0.05",
+        ],
+    )
     started = time.time()
     summary = run_fit(cfg, export=False, worker_logs=False)
     ray.shutdown()  # a fresh cluster per fit: worker memory is measured per process lifetime
     memory = summary["memory"]
-    above = [peak - start for start, peak in zip(memory["rss_start_mb"], memory["peak_rss_mb"])]
+    above = [peak - start for start, peak in zip(memory["rss_start_mb"], memory["peak_rss_mb"], strict=True)]
     epoch = summary["history"][-1]
     return {
-        "stage": stage, "workers": workers, "samples_per_s": epoch["samples_per_s"], "step_s": epoch["step_s"],
-        "peak_rss_mb": memory["peak_rss_mb"], "rss_above_start_mb": [round(a, 1) for a in above],
+        "stage": stage,
+        "workers": workers,
+        "samples_per_s": epoch["samples_per_s"],
+        "step_s": epoch["step_s"],
+        "peak_rss_mb": memory["peak_rss_mb"],
+        "rss_above_start_mb": [round(a, 1) for a in above],
         "expected_model_states_mb": round(expected_model_state_mb(summary["trainable_params"], stage, workers), 1),
-        "params": summary["trainable_params"], "fit_wall_s": round(time.time() - started, 1),
+        "params": summary["trainable_params"],
+        "fit_wall_s": round(time.time() - started, 1),
     }
 
 
@@ -62,15 +78,23 @@ def scaling(*, stages=(0, 1, 2, 3)) -> dict:
     for stage in stages:
         for workers in (1, 2):  # side by side, stage by stage: the ratio comes from adjacent runs
             row = one_fit(stage=stage, workers=workers, stamp=stamp)
-            print(f"ZeRO-{stage} x{workers}: {row['samples_per_s']} samples/s, memory above start {row['rss_above_start_mb']} MiB "
-                  f"(model states expected {row['expected_model_states_mb']} MiB)", flush=True)
+            print(
+                f"ZeRO-{stage} x{workers}: {row['samples_per_s']} samples/s, "
+                f"memory above start {row['rss_above_start_mb']} MiB "
+                f"(model states expected {row['expected_model_states_mb']} MiB)",
+                flush=True,
+            )
             rows.append(row)
     by = {(r["stage"], r["workers"]): r for r in rows}
     ratios = {
         f"zero{s}": {
             "throughput_2_vs_1": round(by[s, 2]["samples_per_s"] / by[s, 1]["samples_per_s"], 3),
-            "memory_2_vs_1_measured": round(max(by[s, 2]["rss_above_start_mb"]) / max(by[s, 1]["rss_above_start_mb"]), 3),
-            "memory_2_vs_1_expected": round(by[s, 2]["expected_model_states_mb"] / by[s, 1]["expected_model_states_mb"], 3),
+            "memory_2_vs_1_measured": round(
+                max(by[s, 2]["rss_above_start_mb"]) / max(by[s, 1]["rss_above_start_mb"]), 3
+            ),
+            "memory_2_vs_1_expected": round(
+                by[s, 2]["expected_model_states_mb"] / by[s, 1]["expected_model_states_mb"], 3
+            ),
         }
         for s in stages
     }

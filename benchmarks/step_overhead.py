@@ -27,7 +27,7 @@ def _row_batches(encoded, *, steps: int, batch: int):
     import numpy as np
 
     order = np.random.default_rng(0).permutation(len(encoded))
-    return [order[(i * batch) % (len(order) - batch):][:batch] for i in range(steps)]
+    return [order[(i * batch) % (len(order) - batch) :][:batch] for i in range(steps)]
 
 
 def plain_loop(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
@@ -40,7 +40,9 @@ def plain_loop(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
 
     torch.manual_seed(0)
     model = load_base_model(cfg.model, "classification", label_names=encoded.label_names).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)  # as zerotune's DeepSpeed config
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, weight_decay=0.01, fused=True
+    )  # as zerotune's DeepSpeed config
     sched = get_linear_schedule_with_warmup(opt, 1, steps)
     times = []
     for rows in _row_batches(encoded, steps=steps, batch=batch):
@@ -82,9 +84,21 @@ def hf_trainer(cfg, encoded, *, steps: int, batch: int, warmup: int) -> float:
     timer = Steps()
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4, weight_decay=0.01,
-            warmup_steps=1, max_grad_norm=1.0, logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, disable_tqdm=True, seed=0, remove_unused_columns=False,
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            learning_rate=1e-4,
+            weight_decay=0.01,
+            warmup_steps=1,
+            max_grad_norm=1.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
+            remove_unused_columns=False,
         )
         # Our own collation (dynamic padding per batch), as zerotune and the plain loop use.
         collator = lambda feats: collate(encoded, np.array([f["row"] for f in feats]), "classification")  # noqa: E731
@@ -97,16 +111,30 @@ def zerotune_fit(cfg, *, rows: int, steps: int, batch: int, max_length: int) -> 
     from sweeps.config import load_config
     from sweeps.final.train import run_fit
 
-    fit_cfg = load_config(CONFIG, [
-        "name=bench-step-overhead", "storage.path=./results/bench", f"data.max_rows={rows}", f"model.max_length={max_length}",
-        f"train.batch_size={batch}", f"train.max_steps_per_epoch={steps}", "train.epochs=1", "train.learning_rate=1e-4",
-        "deepspeed.zero_stage=0", "scaling.num_workers=1", "scaling.cpus_per_worker=2", "split.validation_fraction=0.05",
-    ])
+    fit_cfg = load_config(
+        CONFIG,
+        [
+            "name=bench-step-overhead",
+            "storage.path=./results/bench",
+            f"data.max_rows={rows}",
+            f"model.max_length={max_length}",
+            f"train.batch_size={batch}",
+            f"train.max_steps_per_epoch={steps}",
+            "train.epochs=1",
+            "train.learning_rate=1e-4",
+            "deepspeed.zero_stage=0",
+            "scaling.num_workers=1",
+            "scaling.cpus_per_worker=2",
+            "split.validation_fraction=0.05",
+        ],
+    )
     summary = run_fit(fit_cfg, export=False, worker_logs=False)
     return summary["history"][-1]["step_s"]
 
 
-def step_overhead(*, rows: int = 400, steps: int = 24, batch: int = 16, max_length: int = 64, warmup: int = 4, repeats: int = 3) -> dict:
+def step_overhead(
+    *, rows: int = 400, steps: int = 24, batch: int = 16, max_length: int = 64, warmup: int = 4, repeats: int = 3
+) -> dict:
     import torch
 
     torch.set_num_threads(2)  # what the zerotune worker gets (cpus_per_worker=2)
@@ -116,13 +144,27 @@ def step_overhead(*, rows: int = 400, steps: int = 24, batch: int = 16, max_leng
         plain = plain_loop(cfg, encoded, steps=steps, batch=batch, warmup=warmup)
         hf = hf_trainer(cfg, encoded, steps=steps, batch=batch, warmup=warmup)
         zt = zerotune_fit(cfg, rows=rows, steps=steps, batch=batch, max_length=max_length)
-        runs.append({"plain_step_s": plain, "hf_trainer_step_s": hf, "zerotune_step_s": zt,
-                     "zerotune_vs_plain": plain / zt, "hf_vs_plain": plain / hf})
-        print(f"repeat {r + 1}/{repeats}: plain {plain:.3f} s/step, HF Trainer {hf:.3f}, zerotune {zt:.3f} "
-              f"(zerotune/plain throughput {plain / zt:.3f})", flush=True)
+        runs.append(
+            {
+                "plain_step_s": plain,
+                "hf_trainer_step_s": hf,
+                "zerotune_step_s": zt,
+                "zerotune_vs_plain": plain / zt,
+                "hf_vs_plain": plain / hf,
+            }
+        )
+        print(
+            f"repeat {r + 1}/{repeats}: plain {plain:.3f} s/step, HF Trainer {hf:.3f}, zerotune {zt:.3f} "
+            f"(zerotune/plain throughput {plain / zt:.3f})",
+            flush=True,
+        )
     ratios = [r["zerotune_vs_plain"] for r in runs]
     return {
-        "model": cfg.model.path, "batch": batch, "max_length": max_length, "steps": steps, "warmup_steps_excluded": warmup,
+        "model": cfg.model.path,
+        "batch": batch,
+        "max_length": max_length,
+        "steps": steps,
+        "warmup_steps_excluded": warmup,
         "runs": runs,
         "median": {k: statistics.median(r[k] for r in runs) for k in runs[0]},
         "zerotune_vs_plain_spread": [min(ratios), max(ratios)],

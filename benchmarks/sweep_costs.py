@@ -44,8 +44,12 @@ def pruning(pair: dict) -> dict:
     for scheduler, s in pair.items():
         best = s["best"] or {}
         rows[scheduler] = {
-            "fold_fits": s["fold_fits"], "wall_s": s["wall_s"], "states": s["states"],
-            "best_mean": best.get("mean"), "best_std": best.get("std"), "best_params": best.get("params"),
+            "fold_fits": s["fold_fits"],
+            "wall_s": s["wall_s"],
+            "states": s["states"],
+            "best_mean": best.get("mean"),
+            "best_std": best.get("std"),
+            "best_params": best.get("params"),
         }
     none, asha = rows["none"], rows["asha"]
     saved = 1 - asha["fold_fits"] / none["fold_fits"]
@@ -53,8 +57,11 @@ def pruning(pair: dict) -> dict:
     noise = max(none["best_std"] or 0.0, asha["best_std"] or 0.0)
     same_best = abs((asha["best_mean"] or 0) - (none["best_mean"] or 0)) <= noise
     return {
-        "runs": rows, "fold_fits_saved": round(saved, 3), "wall_ratio_asha_vs_none": round(asha["wall_s"] / none["wall_s"], 3),
-        "best_mean_difference": round((asha["best_mean"] or 0) - (none["best_mean"] or 0), 4), "noise_fold_std": round(noise, 4),
+        "runs": rows,
+        "fold_fits_saved": round(saved, 3),
+        "wall_ratio_asha_vs_none": round(asha["wall_s"] / none["wall_s"], 3),
+        "best_mean_difference": round((asha["best_mean"] or 0) - (none["best_mean"] or 0), 4),
+        "noise_fold_std": round(noise, 4),
         "goal": "pruning saves >= 40% of fold fits, best score within noise",
         "goal_met": saved >= 0.4 and same_best,
     }
@@ -75,15 +82,22 @@ def trial_overhead(summary: dict) -> dict:
         train_eval = sum(h["time"] for f in trial.records.folds() for h in f.history)
         group_start = markers[0].time - markers[0].setup_s - started
         setups = [m.setup_s for m in markers]
-        trials.append({
-            "trial_id": t["trial_id"], "wall_s": t["duration_s"], "train_eval_s": round(train_eval, 2),
-            "worker_group_start_s": round(group_start, 2), "fold_setup_s": setups,
-            "worker_pids": sorted({m.pid for m in markers}), "fold_fits": len(markers),
-            "fixed_share": round((group_start + sum(setups)) / t["duration_s"], 3) if t["duration_s"] else None,
-        })
+        trials.append(
+            {
+                "trial_id": t["trial_id"],
+                "wall_s": t["duration_s"],
+                "train_eval_s": round(train_eval, 2),
+                "worker_group_start_s": round(group_start, 2),
+                "fold_setup_s": setups,
+                "worker_pids": sorted({m.pid for m in markers}),
+                "fold_fits": len(markers),
+                "fixed_share": round((group_start + sum(setups)) / t["duration_s"], 3) if t["duration_s"] else None,
+            }
+        )
     med = lambda key: statistics.median(x[key] for x in trials)  # noqa: E731
     return {
-        "sweep": uri, "trials": trials,
+        "sweep": uri,
+        "trials": trials,
         "tokenize_s_once_per_sweep": summary.get("tokenize_s"),
         "median_worker_group_start_s": round(med("worker_group_start_s"), 2),
         "median_fold_setup_s": round(statistics.median(s for x in trials for s in x["fold_setup_s"]), 2),

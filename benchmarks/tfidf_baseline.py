@@ -1,6 +1,6 @@
 """TF-IDF + logistic regression on exactly the split `zerotune train` uses: the bar a fine-tune must clear.
 
-    python -m benchmarks.tfidf_baseline examples/classification.vader-tweets.yaml
+python -m benchmarks.tfidf_baseline examples/classification.vader-tweets.yaml
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ def tfidf_baseline(config: str, overrides: list[str] | None = None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from sweeps.config import load_config
-    from sweeps.search.folds import train_val_split
     from sweeps.preflight.data import load_examples
+    from sweeps.search.folds import train_val_split
 
     cfg = load_config(config, overrides)
     examples = load_examples(cfg, min_per_class=2)
@@ -28,7 +28,9 @@ def tfidf_baseline(config: str, overrides: list[str] | None = None) -> dict:
     clf = LogisticRegression(max_iter=2000, C=4.0, class_weight="balanced").fit(x_train, examples.labels[train])
     pred = clf.predict(x_val)
     return {
-        "config": config, "n_train": len(train), "n_val": len(val),
+        "config": config,
+        "n_train": len(train),
+        "n_val": len(val),
         "f1_macro": float(f1_score(examples.labels[val], pred, average="macro")),
         "accuracy": float(accuracy_score(examples.labels[val], pred)),
     }

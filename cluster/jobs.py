@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from zerotune.errors import ClusterError
 
@@ -68,9 +68,7 @@ def _guard(fn: Callable, *, address: str, what: str):
         return fn()
     except AuthenticationError as exc:
         refused = "rejected the token" if "failed" in str(exc).splitlines()[0].lower() else "requires a token"
-        raise ClusterError(
-            f"the Ray cluster at {address} {refused} ({what})", field="token", fix=TOKEN_FIX
-        ) from None
+        raise ClusterError(f"the Ray cluster at {address} {refused} ({what})", field="token", fix=TOKEN_FIX) from None
     except ConnectionError:
         raise ClusterError(
             f"cannot reach the Ray dashboard at {address} ({what})",
@@ -108,7 +106,8 @@ def submit(
         lambda: client.submit_job(
             entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id, metadata=metadata
         ),
-        address=address, what="submit the job",
+        address=address,
+        what="submit the job",
     )
 
 

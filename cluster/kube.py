@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cluster.sizing import GPU_RESOURCE
 from zerotune.errors import ClusterError
@@ -87,7 +88,8 @@ def get_raycluster(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NA
     return _call(
         "get the RayCluster",
         lambda: objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
-        name=name, namespace=namespace,
+        name=name,
+        namespace=namespace,
     )
 
 
@@ -98,10 +100,9 @@ def list_pods(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPA
     core = client.CoreV1Api(api)
     response = _call(
         "list the cluster's pods",
-        lambda: core.list_namespaced_pod(
-            namespace, label_selector=f"ray.io/cluster={name}", _preload_content=False
-        ),
-        name=name, namespace=namespace,
+        lambda: core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={name}", _preload_content=False),
+        name=name,
+        namespace=namespace,
     )
     return json.loads(response.data).get("items", [])
 
@@ -134,18 +135,21 @@ def summarize(*, raycluster: dict, pods: list[dict]) -> dict:
     groups = []
     for group in spec.get("workerGroupSpecs") or []:
         members = [
-            p for p in by_type["worker"]
+            p
+            for p in by_type["worker"]
             if ((p.get("metadata") or {}).get("labels") or {}).get("ray.io/group") == group["groupName"]
         ]
         ready = [p for p in members if _pod_ready(p)]
-        groups.append({
-            "group": group["groupName"],
-            "desired": int(group.get("replicas", 0) or 0),
-            "min": int(group.get("minReplicas", 0) or 0),
-            "max": int(group.get("maxReplicas", 0) or 0),
-            "ready": len(ready),
-            "gpus_ready": sum(_pod_gpus(p) for p in ready),
-        })
+        groups.append(
+            {
+                "group": group["groupName"],
+                "desired": int(group.get("replicas", 0) or 0),
+                "min": int(group.get("minReplicas", 0) or 0),
+                "max": int(group.get("maxReplicas", 0) or 0),
+                "ready": len(ready),
+                "gpus_ready": sum(_pod_gpus(p) for p in ready),
+            }
+        )
     head_status = status.get("head") or {}
     service = head_status.get("serviceName") or f"{name}-head-svc"
     port = (status.get("endpoints") or {}).get("dashboard", "8265")
@@ -181,12 +185,14 @@ def _pick_group(raycluster: dict, group: str | None) -> tuple[int, dict]:
             return 0, groups[0]
         raise ClusterError(
             f"the RayCluster has {len(groups)} worker groups ({', '.join(map(str, names)) or 'none'})",
-            field="group", fix="name one with --group",
+            field="group",
+            fix="name one with --group",
         )
     if group not in names:
         raise ClusterError(
             f"no worker group {group!r}; the RayCluster has: {', '.join(map(str, names)) or 'none'}",
-            field="group", fix="pass one of those names to --group",
+            field="group",
+            fix="pass one of those names to --group",
         )
     index = names.index(group)
     return index, groups[index]
@@ -215,7 +221,9 @@ def scale_workers(
     from kubernetes import client
 
     if workers < 0:
-        raise ClusterError(f"--workers must be >= 0, got {workers}", field="workers", fix="pass a count like --workers 2")
+        raise ClusterError(
+            f"--workers must be >= 0, got {workers}", field="workers", fix="pass a count like --workers 2"
+        )
     raycluster = get_raycluster(api=api, name=name, namespace=namespace)
     index, spec = _pick_group(raycluster, group)
     low, high = int(spec.get("minReplicas", 0) or 0), int(spec.get("maxReplicas", 0) or 0)
@@ -233,10 +241,18 @@ def scale_workers(
         lambda: objects.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
         ),
-        name=name, namespace=namespace,
+        name=name,
+        namespace=namespace,
     )
-    result = {"name": name, "namespace": namespace, "group": spec["groupName"], "from": before, "to": workers,
-              "min": low, "max": high}
+    result = {
+        "name": name,
+        "namespace": namespace,
+        "group": spec["groupName"],
+        "from": before,
+        "to": workers,
+        "min": low,
+        "max": high,
+    }
     if (raycluster.get("spec") or {}).get("enableInTreeAutoscaling"):
         # The autoscaler owns replicas: idle workers above minReplicas go after its idle timeout.
         result["note"] = "autoscaling is on: idle workers above minReplicas are removed after the idle timeout"

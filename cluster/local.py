@@ -10,7 +10,9 @@ from zerotune.errors import ClusterError
 log = logging.getLogger(__name__)
 
 
-def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: bool = True, worker_logs: bool = True) -> dict:
+def connect(
+    *, address: str | None = None, num_cpus: int | None = None, quiet: bool = True, worker_logs: bool = True
+) -> dict:
     """Start or join Ray once per process; returns the cluster's total resources.
 
     `worker_logs=False` keeps workers' output off this process's stdout (for `--format json`).
@@ -31,7 +33,9 @@ def connect(*, address: str | None = None, num_cpus: int | None = None, quiet: b
             # One extra logical CPU holds the sweep's trial drivers, which only wait on their workers.
             port = _free_port()
             ray.init(
-                address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1, dashboard_port=port,
+                address="local",
+                num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
+                dashboard_port=port,
                 # Ray Train's placement-group cleaner finds "its" cluster by auto-detection, which fails
                 # when a second Ray runs on this machine; naming the API server keeps cleanup working.
                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
@@ -71,7 +75,10 @@ def probe(address: str, *, timeout_s: float = 3.0) -> None:
         raise ClusterError(
             f"cannot reach Ray at {address}: {exc.strerror or exc}",
             field="--address",
-            fix="check the head's address and port (GCS port, default 6379; ray:// client port 10001) and that it is running",
+            fix=(
+                "check the head's address and port (GCS port, default 6379; ray:// client port 10001) "
+                "and that it is running"
+            ),
         ) from None
 
 

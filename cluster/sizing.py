@@ -26,12 +26,21 @@ def worker_plan(
     """How many worker pods of what size the sweep needs at full concurrency."""
     problems = []
     if num_workers < 1:
-        problems.append(("scaling.num_workers", f"must be >= 1, got {num_workers}", "set scaling.num_workers: 1 or more"))
+        problems.append(
+            ("scaling.num_workers", f"must be >= 1, got {num_workers}", "set scaling.num_workers: 1 or more")
+        )
     if cpus_per_worker <= 0:
-        problems.append(("scaling.cpus_per_worker", f"must be > 0, got {cpus_per_worker}", "e.g. scaling.cpus_per_worker: 4"))
+        problems.append(
+            ("scaling.cpus_per_worker", f"must be > 0, got {cpus_per_worker}", "e.g. scaling.cpus_per_worker: 4")
+        )
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
-        problems.append(("search.max_concurrent_trials", f"must be >= 1, got {max_concurrent_trials}",
-                         "leave it unset or give a positive count"))
+        problems.append(
+            (
+                "search.max_concurrent_trials",
+                f"must be >= 1, got {max_concurrent_trials}",
+                "leave it unset or give a positive count",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     concurrent = max_concurrent_trials or 1

@@ -31,7 +31,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class SplitConfig(Group):
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="`zerotune train`: share of rows held out for validation")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="`zerotune train`: share of rows held out for validation"
+    )
 
 
 class FoldsConfig(Group):
@@ -39,18 +41,24 @@ class FoldsConfig(Group):
     strategy: Literal["auto", "stratified", "kfold", "group"] = Field(
         "auto", description="auto: stratified for classification, group when data.group_column is set, else kfold"
     )
-    test_fraction: float = Field(0.0, ge=0, lt=0.9, description="Held-out test share cut off before the folds (0: none)")
+    test_fraction: float = Field(
+        0.0, ge=0, lt=0.9, description="Held-out test share cut off before the folds (0: none)"
+    )
 
 
 class SchedulerConfig(Group):
-    type: Literal["none", "asha", "median"] = Field("asha", description="Fold-level pruning: ASHA, median stopping, or none")
+    type: Literal["none", "asha", "median"] = Field(
+        "asha", description="Fold-level pruning: ASHA, median stopping, or none"
+    )
     grace_folds: int = Field(1, ge=1, description="Folds every trial finishes before it can be pruned")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep the best 1/reduction_factor at each rung")
 
 
 class SearchConfig(Group):
     num_trials: int = Field(8, ge=1, le=100000, description="Trials (configurations) to try")
-    metric: str | None = Field(None, description="Objective; default f1_macro (classification), mse (regression), eval_loss (causal-lm)")
+    metric: str | None = Field(
+        None, description="Objective; default f1_macro (classification), mse (regression), eval_loss (causal-lm)"
+    )
     mode: Literal["max", "min"] | None = Field(None, description="max or min; default follows the metric")
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="Trials at once; default: what the cluster's free CPUs/GPUs fit"
@@ -72,11 +80,15 @@ class StorageConfig(Group):
 
 
 class FinalConfig(Group):
-    refit: bool = Field(False, description="Train the best config on all non-test rows, score it on the test split, export it")
+    refit: bool = Field(
+        False, description="Train the best config on all non-test rows, score it on the test split, export it"
+    )
 
 
 class SweepConfig(Group):
-    name: str = Field("sweep", pattern=NAME_PATTERN, description="Sweep name: a directory under storage.path; re-running resumes it")
+    name: str = Field(
+        "sweep", pattern=NAME_PATTERN, description="Sweep name: a directory under storage.path; re-running resumes it"
+    )
     seed: int = Field(0, ge=0, description="Seed for folds, search and initialisation")
     task: Task = Field("classification", description="classification | regression | causal-lm")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model")
@@ -151,7 +163,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([("config", f"{path} holds a {type(raw).__name__}, not a mapping", "write `key: value` groups at the top level")])
+        raise ConfigError(
+            [
+                (
+                    "config",
+                    f"{path} holds a {type(raw).__name__}, not a mapping",
+                    "write `key: value` groups at the top level",
+                )
+            ]
+        )
     return raw
 
 
@@ -184,16 +204,22 @@ def problems_from(error: ValidationError) -> list[tuple[str, str, str | None]]:
         elif kind == "missing":
             problems.append((field, "required but missing", "add it to the config"))
         elif kind == "literal_error":
-            problems.append((field, f"got {item.get('input')!r}; {item['msg'].lower()}", "use one of the listed values"))
+            problems.append(
+                (field, f"got {item.get('input')!r}; {item['msg'].lower()}", "use one of the listed values")
+            )
         else:
             message = item["msg"].removeprefix("Value error, ")
             got = item.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
-            problems.append((field, f"{message}{shown}", "see `zerotune sweep validate --help` for the field's meaning"))
+            problems.append(
+                (field, f"{message}{shown}", "see `zerotune sweep validate --help` for the field's meaning")
+            )
     return problems
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *, raw: dict | None = None) -> SweepConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, raw: dict | None = None
+) -> SweepConfig:
     """Load, merge `key=value` overrides, and validate: one ConfigError lists every problem."""
     tree = read_yaml(path) if path is not None else dict(raw or {})
     tree = _merge(tree, parse_overrides(overrides or []))
@@ -214,14 +240,38 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
         allowed = ", ".join(metric_names(cfg.task))
         problems.append(("search.metric", f"unknown metric {cfg.metric!r} for {cfg.task}", f"use one of: {allowed}"))
     if cfg.task == "causal-lm" and bool(cfg.data.prompt_column) != bool(cfg.data.response_column):
-        problems.append(("data.response_column", "prompt_column and response_column go together", "set both, or neither for plain text"))
+        problems.append(
+            (
+                "data.response_column",
+                "prompt_column and response_column go together",
+                "set both, or neither for plain text",
+            )
+        )
     if cfg.deepspeed.precision in {"fp16", "bf16"} and not cfg.scaling.use_gpu:
-        problems.append(("deepspeed.precision", f"{cfg.deepspeed.precision} is not supported on CPU", "use precision: auto (fp32 on CPU) or set scaling.use_gpu: true"))
+        problems.append(
+            (
+                "deepspeed.precision",
+                f"{cfg.deepspeed.precision} is not supported on CPU",
+                "use precision: auto (fp32 on CPU) or set scaling.use_gpu: true",
+            )
+        )
     if cfg.final.refit and cfg.folds.test_fraction == 0:
-        problems.append(("folds.test_fraction", "final.refit scores the refit on a held-out test split, and there is none", "set folds.test_fraction, e.g. 0.2"))
+        problems.append(
+            (
+                "folds.test_fraction",
+                "final.refit scores the refit on a held-out test split, and there is none",
+                "set folds.test_fraction, e.g. 0.2",
+            )
+        )
     problems += check_initial_points(cfg.search.space, cfg.search.initial_points)
     if cfg.deepspeed.offload_params and set(trial_values(cfg, "zero_stage").values) != {3}:
-        problems.append(("deepspeed.offload_params", "parameter offload needs ZeRO stage 3 in every trial", "search only zero_stage [3] or turn offload_params off"))
+        problems.append(
+            (
+                "deepspeed.offload_params",
+                "parameter offload needs ZeRO stage 3 in every trial",
+                "search only zero_stage [3] or turn offload_params off",
+            )
+        )
     return problems
 
 
@@ -232,7 +282,11 @@ def field_docs(model: type = SweepConfig, prefix: str = "") -> list[tuple[str, s
         key = f"{prefix}{name}"
         annotation = field.annotation
         nested = next(
-            (c for c in (annotation, *getattr(annotation, "__args__", ())) if isinstance(c, type) and hasattr(c, "model_fields")),
+            (
+                c
+                for c in (annotation, *getattr(annotation, "__args__", ()))
+                if isinstance(c, type) and hasattr(c, "model_fields")
+            ),
             None,
         )
         if nested is not None and nested not in (FloatRange, IntRange):

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from trainer.records import FitRecords
 from trainer.storage import exists, filesystem, join, list_dir, read_json, write_json
 from zerotune.errors import StorageError
 
 
-class TrialState(str, Enum):
+class TrialState(StrEnum):
     COMPLETED = "completed"  # every fold scored
     PRUNED = "pruned"  # stopped by the scheduler after some folds
     FAILED = "failed"  # diverged, out of memory or an error
@@ -54,6 +54,8 @@ class Params:
 
 
 class TrialDir:
+    run_name = "fit"  # Ray Train's run directory (checkpoints) under the trial
+
     def __init__(self, uri: str):
         self.uri = uri
         self.records = FitRecords(join(uri, "records"))
@@ -81,6 +83,8 @@ class FitDir:
 
 class SweepDir:
     """The paths of one sweep directory, and typed reads and writes of its records."""
+
+    refit_run_name = "refit-fit"  # Ray Train's run directory (checkpoints) under refit/
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -139,7 +143,11 @@ def check_writable(uri: str, *, keep: bool = True) -> None:
     try:
         write_probe(uri)
     except StorageError as exc:
-        raise StorageError(exc.message, field="storage.path", fix="choose a storage.path this user can write (and that every node can reach)") from None
+        raise StorageError(
+            exc.message,
+            field="storage.path",
+            fix="choose a storage.path this user can write (and that every node can reach)",
+        ) from None
     if not keep and not existed:
         fs, path = filesystem(uri)
         fs.delete_dir(path)

@@ -117,8 +117,14 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     address, token = ray_head["address"], ray_head["token"]
     env = {**os.environ, "RAY_AUTH_TOKEN": token, "HOME": str(work)}  # HOME: no ~/.ray/auth_token of this machine
     env.pop("RAY_ADDRESS", None)
-    submitted = subprocess.run([sys.executable, "-m", "sweeps", "submit", "sweep.yaml", "--address", address, "--format", "json"],
-                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    submitted = subprocess.run(
+        [sys.executable, "-m", "sweeps", "submit", "sweep.yaml", "--address", address, "--format", "json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = json.loads(submitted.stdout.strip().splitlines()[-1])["job_id"]
     status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=900, poll_s=2)
@@ -127,7 +133,13 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     root = Path(raw["storage"]["path"]) / raw["name"]
     summary = json.loads((root / "summary.json").read_text())
     summary["refit"] = json.loads((root / "refit" / "metrics.json").read_text())
-    job = {"id": job_id, "status": status, "logs": logs, "submit_output": submitted.stdout + submitted.stderr, "work": work}
+    job = {
+        "id": job_id,
+        "status": status,
+        "logs": logs,
+        "submit_output": submitted.stdout + submitted.stderr,
+        "work": work,
+    }
     return load_config(raw=raw), summary, root, job
 
 

@@ -19,7 +19,14 @@ def tiny_bert(directory: Path) -> Path:
 
     torch.manual_seed(0)
     tok = _tokenizer()
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertForSequenceClassification(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
@@ -31,7 +38,9 @@ def tiny_gpt2(directory: Path) -> Path:
 
     torch.manual_seed(0)
     tok = _tokenizer()
-    config = GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128, pad_token_id=tok.pad_token_id)
+    config = GPT2Config(
+        vocab_size=tok.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=128, pad_token_id=tok.pad_token_id
+    )
     GPT2LMHeadModel(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
@@ -50,7 +59,14 @@ def keyword_rows(n: int = 240, seed: int = 0):
         label = list(words)[i % 3]
         body = list(rng.choice(filler, size=5))
         body.insert(int(rng.integers(0, 5)), words[label])
-        rows.append({"id": i, "text": " ".join(body), "label": label, "score": {"positive": 1.0, "neutral": 0.0, "negative": -1.0}[label]})
+        rows.append(
+            {
+                "id": i,
+                "text": " ".join(body),
+                "label": label,
+                "score": {"positive": 1.0, "neutral": 0.0, "negative": -1.0}[label],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,10 +83,17 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
     fails as diverged). Then the best is refitted on all non-test rows and exported.
     """
     raw = {
-        "name": "it-sweep", "seed": 3, "task": "classification",
+        "name": "it-sweep",
+        "seed": 3,
+        "task": "classification",
         "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
         "data": {"path": str(data)},
-        "train": {"batch_size": 8, "epochs": 4, "warmup_ratio": 0.0, "weight_decay": 0.01},  # epochs are cheap here: ~1 s each
+        "train": {
+            "batch_size": 8,
+            "epochs": 4,
+            "warmup_ratio": 0.0,
+            "weight_decay": 0.01,
+        },  # epochs are cheap here: ~1 s each
         "deepspeed": {"zero_stage": 1},
         "scaling": {"num_workers": 2},
         "folds": {"k": 3, "test_fraction": 0.2},
@@ -78,8 +101,10 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
             "num_trials": 4,
             "space": {"learning_rate": {"low": 1e-6, "high": 1e5, "log": True}, "batch_size": [4, 8, OOM_BATCH]},
             "initial_points": [
-                {"learning_rate": 3e-3, "batch_size": 4}, {"learning_rate": 1e-6, "batch_size": 8},
-                {"learning_rate": 3e-3, "batch_size": OOM_BATCH}, {"learning_rate": 1.9e4, "batch_size": 8},
+                {"learning_rate": 3e-3, "batch_size": 4},
+                {"learning_rate": 1e-6, "batch_size": 8},
+                {"learning_rate": 3e-3, "batch_size": OOM_BATCH},
+                {"learning_rate": 1.9e4, "batch_size": 8},
             ],
             "scheduler": {"type": "asha", "grace_folds": 1, "reduction_factor": 2},
         },

@@ -85,9 +85,17 @@ def token_head(*, num_cpus: int, worker_env: dict[str, str] | None = None):
     }
     env.pop("RAY_ADDRESS", None)
     cmd = [
-        ray, "start", "--head", "--block", f"--num-cpus={num_cpus}", "--disable-usage-stats",
-        f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        ray,
+        "start",
+        "--head",
+        "--block",
+        f"--num-cpus={num_cpus}",
+        "--disable-usage-stats",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
         f"--temp-dir={temp / 'ray'}",
     ]
     log = open(temp / "head.log", "w")
@@ -112,5 +120,3 @@ def token_head(*, num_cpus: int, worker_env: dict[str, str] | None = None):
         _stop(proc, str(temp))
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
-
-

@@ -27,7 +27,9 @@ class LoraConfig(Group):
     alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / rank)")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch")
     target_modules: list[str] | None = Field(
-        None, min_length=1, description="Module names to adapt; None: PEFT's default for the architecture (BERT: query, value)"
+        None,
+        min_length=1,
+        description="Module names to adapt; None: PEFT's default for the architecture (BERT: query, value)",
     )
 
 
@@ -79,16 +81,12 @@ class DataConfig(Group):
     )
     text_column: str = Field("text", description="Column with the input text (plain text for causal-lm)")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs)")
-    label_column: str | None = Field(
-        "label", description="Class label (classification) or numeric target (regression)"
-    )
+    label_column: str | None = Field("label", description="Class label (classification) or numeric target (regression)")
     prompt_column: str | None = Field(
         None, description="causal-lm: prompt column; its tokens are masked out of the loss"
     )
     response_column: str | None = Field(None, description="causal-lm: response column (used with prompt_column)")
-    group_column: str | None = Field(
-        None, description="Rows sharing a value stay in one fold (GroupKFold)"
-    )
+    group_column: str | None = Field(None, description="Rows sharing a value stay in one fold (GroupKFold)")
     rare_classes: Literal["error", "drop"] = Field(
         "error",
         description="Classes with too few rows for the split or stratified folds: 'error' refuses, "
@@ -102,7 +100,8 @@ class DataConfig(Group):
 class TrainConfig(Group):
     """Hyperparameters of one fit; a sweep's search space overrides some of them."""
 
-    # No upper bound: a rate that makes the loss diverge is a result the sweep reports (failed: diverged), not bad input.
+    # No upper bound: a rate that makes the loss diverge is a result the sweep reports (failed: diverged),
+    # not bad input.
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate")
     batch_size: int = Field(16, ge=1, le=4096, description="Micro batch per device (per Ray Train worker)")
     grad_accum: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
@@ -112,9 +111,7 @@ class TrainConfig(Group):
     )
     weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay (L2)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate")
-    schedule: Literal["linear", "cosine", "constant"] = Field(
-        "linear", description="Learning-rate decay after warmup"
-    )
+    schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay after warmup")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with momentum")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables)")
@@ -126,7 +123,9 @@ class TrainConfig(Group):
 
 
 class DeepSpeedConfig(Group):
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 0 plain DDP, 1 optimizer, 2 +gradients, 3 +parameters")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        2, description="ZeRO stage: 0 plain DDP, 1 optimizer, 2 +gradients, 3 +parameters"
+    )
     offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO >= 1)")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3 only)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

@@ -11,12 +11,16 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trainer.config import DataConfig, Task
 from zerotune.errors import DataError
+
+if TYPE_CHECKING:  # annotations only: both are imported where they are used
+    import pandas as pd
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +38,19 @@ def resolve_path(path: str) -> str:
     package, _, sub = path[4:].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError([("path", f"package {package!r} is not installed", f"pip install {package.replace('_', '-')} (or the 'demo' extra)")])
+        raise DataError(
+            [
+                (
+                    "path",
+                    f"package {package!r} is not installed",
+                    f"pip install {package.replace('_', '-')} (or the 'demo' extra)",
+                )
+            ]
+        )
     return str(Path(list(spec.submodule_search_locations)[0]) / sub)
 
 
-def _read_chatterbot(directory: Path) -> "pd.DataFrame":
+def _read_chatterbot(directory: Path) -> pd.DataFrame:
     """chatterbot-corpus YAML files: one row per dialogue, its first two turns and its topic."""
     import pandas as pd
     import yaml
@@ -50,13 +62,11 @@ def _read_chatterbot(directory: Path) -> "pd.DataFrame":
             turns = [str(t) for t in convo if t is not None]
             if not turns:
                 continue
-            rows.append(
-                {"text": turns[0], "response": turns[1] if len(turns) > 1 else "", "topic": file.stem}
-            )
+            rows.append({"text": turns[0], "response": turns[1] if len(turns) > 1 else "", "topic": file.stem})
     return pd.DataFrame(rows, columns=["text", "response", "topic"])
 
 
-def read_table(cfg: DataConfig) -> "pd.DataFrame":
+def read_table(cfg: DataConfig) -> pd.DataFrame:
     import pandas as pd
 
     field_ = "data.path"
@@ -69,9 +79,17 @@ def read_table(cfg: DataConfig) -> "pd.DataFrame":
         if fmt is None and path.is_dir():
             fmt = "chatterbot" if any(path.glob("*.yml")) else "datasets"
         if fmt is None and not path.exists():
-            raise problem(field_, f"{location} does not exist", "point data.path at a CSV, TSV, JSONL or Parquet file or a data directory")
+            raise problem(
+                field_,
+                f"{location} does not exist",
+                "point data.path at a CSV, TSV, JSONL or Parquet file or a data directory",
+            )
         if fmt is None:
-            raise problem(field_, f"cannot tell the format of {location}", "set data.format (csv, tsv, jsonl, parquet, datasets, chatterbot)")
+            raise problem(
+                field_,
+                f"cannot tell the format of {location}",
+                "set data.format (csv, tsv, jsonl, parquet, datasets, chatterbot)",
+            )
     if fmt != "hub" and not path.exists():
         raise problem(field_, f"{location} does not exist", "point data.path at an existing file or directory")
     try:
@@ -101,7 +119,9 @@ def read_table(cfg: DataConfig) -> "pd.DataFrame":
     except pd.errors.EmptyDataError:
         raise problem(field_, f"{location} is empty", "give a file with a header row and data rows") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise problem(field_, f"cannot parse {location} as {fmt}: {str(exc).splitlines()[0]}", "check data.format and the file") from None
+        raise problem(
+            field_, f"cannot parse {location} as {fmt}: {str(exc).splitlines()[0]}", "check data.format and the file"
+        ) from None
     header = _text_header(path, fmt)
     if len(header) != len(set(header)):
         dupes = sorted({c for c in header if header.count(c) > 1})
@@ -163,7 +183,11 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
         needed["data.label_column"] = cfg.label_column
     if cfg.group_column:
         needed["data.group_column"] = cfg.group_column
-    missing = [(k, f"column {v!r} not in the data", f"use one of: {', '.join(map(str, df.columns))}") for k, v in needed.items() if v not in df.columns]
+    missing = [
+        (k, f"column {v!r} not in the data", f"use one of: {', '.join(map(str, df.columns))}")
+        for k, v in needed.items()
+        if v not in df.columns
+    ]
     if missing:
         raise DataError(missing)
 
@@ -190,7 +214,9 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
     if task == "classification":
         raw = df[cfg.label_column]
         if raw.isna().any():
-            raise problem("data.label_column", f"{int(raw.isna().sum())} rows have no label", "fill or drop rows without a label")
+            raise problem(
+                "data.label_column", f"{int(raw.isna().sum())} rows have no label", "fill or drop rows without a label"
+            )
         raw = raw.astype(str)
         counts = raw.value_counts()
         rare = counts[counts < min_per_class]
@@ -208,14 +234,22 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
             df, raw = df[keep], raw[keep]
         label_names = sorted(raw.unique())
         if len(label_names) < 2:
-            raise problem("data.label_column", f"only one class ({label_names[0]!r}) in the data", "classification needs at least two classes")
+            raise problem(
+                "data.label_column",
+                f"only one class ({label_names[0]!r}) in the data",
+                "classification needs at least two classes",
+            )
         index = {name: i for i, name in enumerate(label_names)}
         labels = np.array([index[v] for v in raw], dtype=np.int64)
     elif task == "regression":
         values = pd.to_numeric(df[cfg.label_column], errors="coerce")
         bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
-            raise problem("data.label_column", f"{int(bad.sum())} rows have a missing or non-numeric target", "fill or drop those rows")
+            raise problem(
+                "data.label_column",
+                f"{int(bad.sum())} rows have a missing or non-numeric target",
+                "fill or drop those rows",
+            )
         labels = values.to_numpy(dtype=np.float32)
     groups = df[cfg.group_column].astype(str).to_numpy() if cfg.group_column else None
     return Examples(
@@ -249,8 +283,10 @@ def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Enco
         eos = tokenizer.eos_token or ""
         if examples.responses is not None:
             prompts = [t + "\n" for t in examples.texts]
-            full = [p + r + eos for p, r in zip(prompts, examples.responses)]
-            starts = np.array([len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]], dtype=np.int32)
+            full = [p + r + eos for p, r in zip(prompts, examples.responses, strict=True)]
+            starts = np.array(
+                [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]], dtype=np.int32
+            )
         else:
             full = [t + eos for t in examples.texts]
             starts = np.zeros(len(full), dtype=np.int32)
@@ -271,7 +307,7 @@ def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Enco
     )
 
 
-def collate(encoded: Encoded, rows: np.ndarray, task: Task) -> dict[str, "torch.Tensor"]:
+def collate(encoded: Encoded, rows: np.ndarray, task: Task) -> dict[str, torch.Tensor]:
     """Pad one batch to its longest row."""
     import torch
 

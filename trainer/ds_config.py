@@ -9,7 +9,11 @@ from zerotune.errors import problem
 def resolve_precision(ds: DeepSpeedConfig, *, device: str, bf16_supported: bool) -> str:
     if device == "cpu":
         if ds.precision in ("fp16", "bf16"):
-            raise problem("deepspeed.precision", f"{ds.precision} is not supported on CPU", "use precision: fp32 or auto, or scaling.use_gpu: true")
+            raise problem(
+                "deepspeed.precision",
+                f"{ds.precision} is not supported on CPU",
+                "use precision: fp32 or auto, or scaling.use_gpu: true",
+            )
         return "fp32"
     if ds.precision == "auto":
         return "bf16" if bf16_supported else "fp16"
@@ -29,14 +33,23 @@ def build_deepspeed_config(
 ) -> dict:
     """DeepSpeed config for one fit; global batch = micro batch x accumulation x world size."""
     if world_size < 1 or steps_per_epoch < 1:
-        raise problem("scaling.num_workers", "a fit needs at least one worker and one step", "give more rows or a smaller batch size")
+        raise problem(
+            "scaling.num_workers",
+            "a fit needs at least one worker and one step",
+            "give more rows or a smaller batch size",
+        )
     precision = resolve_precision(ds, device=device, bf16_supported=bf16_supported)
     total_steps = max(1, steps_per_epoch * train.epochs)
     warmup = max(1, int(round(train.warmup_ratio * total_steps)))  # DeepSpeed rejects 0 warmup steps
     if train.optimizer == "adamw":
         optimizer = {
             "type": "AdamW",
-            "params": {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": train.weight_decay},
+            "params": {
+                "lr": train.learning_rate,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": train.weight_decay,
+            },
         }
         # FusedAdam needs CUDA; on CPU without offload DeepSpeed must use torch's AdamW.
         if device == "cpu" and not ds.offload_optimizer:
@@ -50,11 +63,36 @@ def build_deepspeed_config(
             "params": {"lr": train.learning_rate, "momentum": train.momentum, "weight_decay": train.weight_decay},
         }
     if train.schedule == "constant":
-        scheduler = {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate, "warmup_num_steps": warmup, "warmup_type": "linear"}}
+        scheduler = {
+            "type": "WarmupLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": train.learning_rate,
+                "warmup_num_steps": warmup,
+                "warmup_type": "linear",
+            },
+        }
     elif train.schedule == "cosine":
-        scheduler = {"type": "WarmupCosineLR", "params": {"total_num_steps": total_steps, "warmup_num_steps": warmup, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0}}
+        scheduler = {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": total_steps,
+                "warmup_num_steps": warmup,
+                "warmup_min_ratio": 0.0,
+                "cos_min_ratio": 0.0,
+            },
+        }
     else:
-        scheduler = {"type": "WarmupDecayLR", "params": {"total_num_steps": total_steps, "warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate, "warmup_num_steps": warmup, "warmup_type": "linear"}}
+        scheduler = {
+            "type": "WarmupDecayLR",
+            "params": {
+                "total_num_steps": total_steps,
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": train.learning_rate,
+                "warmup_num_steps": warmup,
+                "warmup_type": "linear",
+            },
+        }
     zero: dict = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device != "cpu"}

@@ -141,6 +141,9 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     micro_batches = batches_per_rank(len(w.folds[fold][0]), w.world, w.spec.train.batch_size)
     if w.spec.train.max_steps_per_epoch:
         micro_batches = min(micro_batches, w.spec.train.max_steps_per_epoch * w.spec.train.grad_accum)
+    # Counted before the engine partitions them: under ZeRO-3 each rank keeps empty placeholders.
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in model.parameters())
     engine, ds_config = _engine(w, model, micro_batches)
     mid_fold = resume.fold == fold
     if mid_fold:
@@ -149,8 +152,8 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
         fold=fold,
         engine=engine,
         micro_batches=micro_batches,
-        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        total_params=sum(p.numel() for p in model.parameters()),
+        trainable_params=trainable_params,
+        total_params=total_params,
         start_epoch=resume.epoch + 1 if mid_fold else 0,
         history=resume.history if mid_fold else (),
         resumes=resume.resumes_of(fold),

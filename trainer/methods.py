@@ -28,8 +28,11 @@ def peft_config(cfg: ModelConfig, task: Task):
 
     if cfg.method == "lora":
         return LoraConfig(
-            task_type=_PEFT_TASK[task], r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules,
+            task_type=_PEFT_TASK[task],
+            r=cfg.lora.rank,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules,
         )
     return PromptTuningConfig(task_type=_PEFT_TASK[task], num_virtual_tokens=cfg.prompt_tokens)
 
@@ -40,7 +43,11 @@ def wrap_peft(model, cfg: ModelConfig, task: Task):
     try:
         return get_peft_model(model, peft_config(cfg, task))
     except ValueError as exc:  # PEFT names the missing target modules
-        raise problem("model.lora.target_modules", str(exc).splitlines()[0], "name Linear modules of this architecture, e.g. [query, value] for BERT") from None
+        raise problem(
+            "model.lora.target_modules",
+            str(exc).splitlines()[0],
+            "name Linear modules of this architecture, e.g. [query, value] for BERT",
+        ) from None
 
 
 def transformer_blocks(model):
@@ -54,7 +61,11 @@ def transformer_blocks(model):
             if size > best_size:
                 best, best_size = module, size
     if best is None:
-        raise problem("model.method", f"{type(model).__name__} has no stack of transformer blocks", "use model.method: full or lora")
+        raise problem(
+            "model.method",
+            f"{type(model).__name__} has no stack of transformer blocks",
+            "use model.method: full or lora",
+        )
     return best
 
 
@@ -67,7 +78,11 @@ def freeze_bottom(model, *, top_layers: int) -> None:
     """
     blocks = transformer_blocks(model)
     if top_layers > len(blocks):
-        raise problem("model.top_layers", f"the model has {len(blocks)} transformer blocks, top_layers is {top_layers}", f"use model.top_layers <= {len(blocks)}")
+        raise problem(
+            "model.top_layers",
+            f"the model has {len(blocks)} transformer blocks, top_layers is {top_layers}",
+            f"use model.top_layers <= {len(blocks)}",
+        )
     in_blocks = {id(p) for p in blocks.parameters()}
     top = {id(p) for block in list(blocks)[len(blocks) - top_layers :] for p in block.parameters()}
     seen_blocks = False

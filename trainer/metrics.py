@@ -181,4 +181,3 @@ def regression_metrics(preds: np.ndarray, targets: np.ndarray, *, eval_loss: flo
 def causal_lm_metrics(total_loss: float, total_tokens: int) -> dict:
     mean = total_loss / max(total_tokens, 1)
     return {"eval_loss": float(mean), "perplexity": float(math.exp(min(mean, 50.0))), "eval_tokens": int(total_tokens)}
-

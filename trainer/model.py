@@ -9,7 +9,15 @@ from trainer.data import resolve_path
 from zerotune.errors import problem
 
 # Config attributes that hold dropout rates, by architecture family.
-_DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "dropout")
+_DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "attention_dropout",
+    "dropout",
+)
 
 
 def locate(cfg: ModelConfig) -> tuple[str, str | None]:
@@ -23,7 +31,9 @@ def locate(cfg: ModelConfig) -> tuple[str, str | None]:
         if ggufs and not (Path(where) / "config.json").exists():
             return where, ggufs[0]
     if not Path(where).exists() and where.startswith(("/", ".", "~")):
-        raise problem("model.path", f"{where} does not exist", "point model.path at a model directory, a .gguf file or a hub name")
+        raise problem(
+            "model.path", f"{where} does not exist", "point model.path at a model directory, a .gguf file or a hub name"
+        )
     return where, cfg.gguf_file
 
 
@@ -35,7 +45,11 @@ def load_tokenizer(cfg: ModelConfig):
     try:
         tok = AutoTokenizer.from_pretrained(where, **kwargs)
     except OSError as exc:
-        raise problem("model.path", f"cannot load a tokenizer from {where}: {str(exc).splitlines()[0]}", "check the path; offline runs need a local directory") from None
+        raise problem(
+            "model.path",
+            f"cannot load a tokenizer from {where}: {str(exc).splitlines()[0]}",
+            "check the path; offline runs need a local directory",
+        ) from None
     if tok.pad_token is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.
         tok.pad_token = tok.eos_token
@@ -75,4 +89,6 @@ def load_base_model(cfg: ModelConfig, task: Task, *, label_names: list[str] | No
     if config.pad_token_id is None:
         config.pad_token_id = getattr(config, "eos_token_id", None) or 0
     # A new head: its size follows this data's labels, whatever the checkpoint had.
-    return AutoModelForSequenceClassification.from_pretrained(where, config=config, ignore_mismatched_sizes=True, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(
+        where, config=config, ignore_mismatched_sizes=True, **kwargs
+    )

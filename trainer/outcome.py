@@ -8,12 +8,12 @@ looked at, by its type and by the allocator's words (torch's, CUDA's, the C libr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from trainer.records import FoldRecord, OomRecord
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     COMPLETED = "completed"
     PRUNED = "pruned"  # the scheduler stopped it after some folds
     DIVERGED = "diverged"
@@ -50,7 +50,12 @@ def is_oom(exc: BaseException | str) -> bool:
 
 
 def classify(
-    *, folds: list[FoldRecord], k: int, oom: OomRecord | None = None, error: BaseException | str | None = None, stopped: bool = False
+    *,
+    folds: list[FoldRecord],
+    k: int,
+    oom: OomRecord | None = None,
+    error: BaseException | str | None = None,
+    stopped: bool = False,
 ) -> Ended:
     """How a fit of `k` folds ended, from its records first, then its error; `stopped`: the scheduler ended it."""
     if oom is not None:

@@ -19,7 +19,11 @@ def filesystem(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError with the reason
-        raise StorageError(f"cannot open storage {uri}: {exc}", field="storage.path", fix="use a local directory or an s3://, gs:// or file:// URI with credentials") from None
+        raise StorageError(
+            f"cannot open storage {uri}: {exc}",
+            field="storage.path",
+            fix="use a local directory or an s3://, gs:// or file:// URI with credentials",
+        ) from None
 
 
 def join(uri: str, *parts: str) -> str:
@@ -38,7 +42,11 @@ def write_bytes(uri: str, data: bytes) -> None:
             out.write(data)
         fs.move(tmp, path)
     except OSError as exc:
-        raise StorageError(f"cannot write {uri}: {exc}", field="storage.path", fix="check that the storage path exists, is writable and has space") from None
+        raise StorageError(
+            f"cannot write {uri}: {exc}",
+            field="storage.path",
+            fix="check that the storage path exists, is writable and has space",
+        ) from None
 
 
 def write_json(uri: str, obj) -> None:
@@ -51,7 +59,9 @@ def read_bytes(uri: str) -> bytes:
         with fs.open_input_stream(path) as src:
             return src.read()
     except (OSError, FileNotFoundError) as exc:
-        raise StorageError(f"cannot read {uri}: {exc}", field="storage.path", fix="check the sweep name and storage path") from None
+        raise StorageError(
+            f"cannot read {uri}: {exc}", field="storage.path", fix="check the sweep name and storage path"
+        ) from None
 
 
 def read_json(uri: str):

@@ -53,8 +53,7 @@ def data_stdout(fmt: str):
 def format_error(exc: ZerotuneError) -> str:
     if isinstance(exc, ConfigError):
         return "\n".join(
-            f"error: {field}: {message}" + (f"\n  fix: {fix}" if fix else "")
-            for field, message, fix in exc.problems
+            f"error: {field}: {message}" + (f"\n  fix: {fix}" if fix else "") for field, message, fix in exc.problems
         )
     head = f"error: {exc.field}: {exc.message}" if exc.field else f"error: {exc.message}"
     return head + (f"\n  fix: {exc.fix}" if exc.fix else "")

@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_wait)
 
     p = sub.add_parser(
-        "render", help="a kustomize patch sizing the worker group for a sweep config",
+        "render",
+        help="a kustomize patch sizing the worker group for a sweep config",
         description="Workers = max concurrent trials (default 1) x Ray Train workers per trial; "
         "one GPU per worker when scaling.use_gpu. Prints a JSON patch for an overlay.",
     )
@@ -86,8 +87,11 @@ def _scale(args) -> int:
     if args.format == "json":
         print(json.dumps(result))
     else:
-        print(f"{result['namespace']}/{result['name']} group {result['group']}: replicas {result['from']} -> {result['to']}"
-              f" (allowed {result['min']}..{result['max']})")
+        print(
+            f"{result['namespace']}/{result['name']} group {result['group']}: "
+            f"replicas {result['from']} -> {result['to']}"
+            f" (allowed {result['min']}..{result['max']})"
+        )
         if "note" in result:
             print(f"note: {result['note']}")
     return 0

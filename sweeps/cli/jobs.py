@@ -13,7 +13,8 @@ import sys
 def _common(p) -> None:
     p.add_argument("--address", required=True, help="Ray dashboard / Jobs API URL, e.g. http://127.0.0.1:8265")
     p.add_argument(
-        "--token-file", default=None,
+        "--token-file",
+        default=None,
         help="file holding the cluster's auth token (default: $RAY_AUTH_TOKEN, else ~/.ray/auth_token)",
     )
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -21,7 +22,8 @@ def _common(p) -> None:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "submit", help="run a sweep on a remote Ray cluster as a Ray Job",
+        "submit",
+        help="run a sweep on a remote Ray cluster as a Ray Job",
         description="Upload the current directory (without .venv, results, .git) and run "
         "`python -m sweeps sweep run CONFIG [overrides]` there as a Ray Job.",
     )
@@ -56,10 +58,15 @@ def _config_path(config: str) -> str:
     try:
         return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
-        raise ConfigError([(
-            "config", f"{config} is outside the current directory, which is what gets uploaded",
-            "cd to the project directory holding the config, or copy the config into it",
-        )]) from None
+        raise ConfigError(
+            [
+                (
+                    "config",
+                    f"{config} is outside the current directory, which is what gets uploaded",
+                    "cd to the project directory holding the config, or copy the config into it",
+                )
+            ]
+        ) from None
 
 
 def _submit(args) -> int:
@@ -87,6 +94,7 @@ def _logs(args) -> int:
 
     token = jobs.resolve_token(token_file=args.token_file)
     if args.follow:
+
         def write(chunk: str) -> None:
             sys.stdout.write(chunk)
             sys.stdout.flush()

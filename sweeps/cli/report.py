@@ -8,22 +8,31 @@ import sys
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "report", help="a sweep's report (html, md or json), built from its storage only",
+        "report",
+        help="a sweep's report (html, md or json), built from its storage only",
         description="Best trial (config, per-fold metrics, DeepSpeed config), every trial's state and cost, and plots. "
         "Reads only the sweep's storage: works after the cluster is gone. With --address and --job-id, finds the sweep "
         "a submitted job runs.",
     )
     p.add_argument("sweep", nargs="?", help="sweep directory or URI, or a name under --storage")
-    p.add_argument("--storage", help="storage path/URI the name is under (default ./results; with --job-id: the job's storage.path)")
+    p.add_argument(
+        "--storage",
+        help="storage path/URI the name is under (default ./results; with --job-id: the job's storage.path)",
+    )
     p.add_argument("--format", choices=["html", "md", "json"], default="html", help="json is also printed to stdout")
     p.add_argument("--out", help="output directory (default: <sweep>/report)")
-    p.add_argument("--address", help="Ray dashboard URL of the cluster the job was submitted to, e.g. http://127.0.0.1:8265")
+    p.add_argument(
+        "--address", help="Ray dashboard URL of the cluster the job was submitted to, e.g. http://127.0.0.1:8265"
+    )
     p.add_argument("--job-id", help="the submitted job's id (with --address)")
-    p.add_argument("--token-file", help="file holding the cluster's auth token (default: $RAY_AUTH_TOKEN, else ~/.ray/auth_token)")
+    p.add_argument(
+        "--token-file", help="file holding the cluster's auth token (default: $RAY_AUTH_TOKEN, else ~/.ray/auth_token)"
+    )
     p.set_defaults(func=_report)
 
     p = subparsers.add_parser(
-        "refit", help="train the best config on all non-test rows, score it on the test split, export it",
+        "refit",
+        help="train the best config on all non-test rows, score it on the test split, export it",
         description="Needs a sweep run with folds.test_fraction > 0. Writes <sweep>/refit/metrics.json and the model "
         "directory <sweep>/refit/model (safetensors, tokenizer, labels, model card).",
     )
@@ -34,7 +43,8 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_refit)
 
     p = subparsers.add_parser(
-        "predict", help="run an exported model on new rows (CSV/TSV/JSONL/Parquet in, predictions out)",
+        "predict",
+        help="run an exported model on new rows (CSV/TSV/JSONL/Parquet in, predictions out)",
         description="Plain transformers on CPU, batched; prints the throughput. Classification: label and one "
         "probability per class; regression: the value.",
     )
@@ -54,11 +64,24 @@ def _report(args) -> int:
 
     if args.job_id or args.address:
         if not (args.job_id and args.address) or args.sweep:
-            raise ConfigError([("--job-id", "a job's report needs --address and --job-id, and no sweep argument", "zerotune report --address http://HEAD:8265 --job-id ID")])
+            raise ConfigError(
+                [
+                    (
+                        "--job-id",
+                        "a job's report needs --address and --job-id, and no sweep argument",
+                        "zerotune report --address http://HEAD:8265 --job-id ID",
+                    )
+                ]
+            )
         from cluster.jobs import resolve_token
         from sweeps.results.job import job_sweep_uri
 
-        uri = job_sweep_uri(address=args.address, job_id=args.job_id, token=resolve_token(token_file=args.token_file), storage=args.storage)
+        uri = job_sweep_uri(
+            address=args.address,
+            job_id=args.job_id,
+            token=resolve_token(token_file=args.token_file),
+            storage=args.storage,
+        )
     elif args.sweep:
         uri = locate_sweep(args.sweep, storage=args.storage or "./results")
     else:
@@ -88,7 +111,10 @@ def _refit(args) -> int:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     cv = summary["cv"]
-    print(f"refit of trial {summary['trial_id']} on {summary['n_train']} rows, scored on {summary['n_test']} test rows ({summary['wall_s']} s)")
+    print(
+        f"refit of trial {summary['trial_id']} on {summary['n_train']} rows, "
+        f"scored on {summary['n_test']} test rows ({summary['wall_s']} s)"
+    )
     print(f"  cross-validation {cv['metric']}: {cv['mean']:.4f} ± {cv['std']:.4f}")
     print("  test: " + ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(summary["metrics"]).items()))
     print(f"  model: {summary['model_dir']}")
@@ -100,9 +126,18 @@ def _predict(args) -> int:
     from sweeps.final.predict import predict
 
     with data_stdout(args.format):
-        result = predict(args.model_dir, input_path=args.input, text_column=args.text_column, output=args.output, batch_size=args.batch_size)
+        result = predict(
+            args.model_dir,
+            input_path=args.input,
+            text_column=args.text_column,
+            output=args.output,
+            batch_size=args.batch_size,
+        )
     table = result.pop("table")
-    line = f"predicted {result['rows']} rows in {result['seconds']:.2f} s: {result['rows_per_s']} rows/s (batch {result['batch_size']}, {result['threads']} CPU threads)"
+    line = (
+        f"predicted {result['rows']} rows in {result['seconds']:.2f} s: {result['rows_per_s']} rows/s "
+        f"(batch {result['batch_size']}, {result['threads']} CPU threads)"
+    )
     if args.format == "json":
         if not args.output:
             result["predictions"] = json.loads(table.to_json(orient="records", force_ascii=False))

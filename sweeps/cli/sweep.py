@@ -13,7 +13,10 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
 
     run = sub.add_parser(
-        "run", help="run (or resume) a sweep", epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run",
+        help="run (or resume) a sweep",
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a sweep; running it again with the same name resumes it (finished trials are kept).",
     )
     run.add_argument("config", help="sweep YAML file")
@@ -24,7 +27,12 @@ def add_parser(subparsers) -> None:
     run.add_argument("--format", choices=["table", "json"], default="table")
     run.set_defaults(func=_run)
 
-    val = sub.add_parser("validate", help="all pre-flight checks, no cluster", epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    val = sub.add_parser(
+        "validate",
+        help="all pre-flight checks, no cluster",
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     val.add_argument("config")
     val.add_argument("overrides", nargs="*")
     val.add_argument("--address", help="also check worker counts against this running cluster")
@@ -73,10 +81,9 @@ def _validate(args) -> int:
 
 
 def _status(args) -> int:
+    from sweeps.cli import emit
     from sweeps.cli.tables import sweep_table
     from sweeps.results.status import sweep_status
-
-    from sweeps.cli import emit
 
     emit(sweep_status(args.sweep, storage=args.storage), fmt=args.format, table=sweep_table)
     return 0

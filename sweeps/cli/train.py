@@ -9,10 +9,12 @@ def add_parser(subparsers) -> None:
     from sweeps.config import config_help
 
     p = subparsers.add_parser(
-        "train", help="one fine-tuning fit on a train/validation split",
+        "train",
+        help="one fine-tuning fit on a train/validation split",
         description="Train once on a stratified train/validation split (split.validation_fraction), "
         "export the model and write metrics.json next to the checkpoints.",
-        epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="sweep/train YAML file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2")
@@ -24,9 +26,9 @@ def add_parser(subparsers) -> None:
 
 def _run(args) -> int:
     from sweeps.cli import data_stdout, emit
+    from sweeps.cli.tables import fit_table
     from sweeps.config import load_config
     from sweeps.final.train import run_fit
-    from sweeps.cli.tables import fit_table
 
     cfg = load_config(args.config, args.overrides)
     with data_stdout(args.format):

@@ -25,13 +25,23 @@ def read_rows(path: str, *, text_column: str):
 
     fmt = READERS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise DataError([("--input", f"cannot tell the format of {path}", f"use a file ending in {', '.join(READERS)}")])
+        raise DataError(
+            [("--input", f"cannot tell the format of {path}", f"use a file ending in {', '.join(READERS)}")]
+        )
     try:
         df = read_table(DataConfig(path=path, format=fmt, label_column=None))
     except DataError as exc:
         raise DataError([("--input", message, fix) for _, message, fix in exc.problems]) from None
     if text_column not in df.columns:
-        raise DataError([("--text-column", f"column {text_column!r} not in {path}", f"use one of: {', '.join(map(str, df.columns))}")])
+        raise DataError(
+            [
+                (
+                    "--text-column",
+                    f"column {text_column!r} not in {path}",
+                    f"use one of: {', '.join(map(str, df.columns))}",
+                )
+            ]
+        )
     texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[text_column]]
     return df, texts
 
@@ -44,7 +54,15 @@ def load_model(model_dir: str):
 
     path = Path(model_dir)
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise ConfigError([("MODEL_DIR", f"{model_dir} is not a model directory (no config.json)", "pass the model/ directory a refit or `zerotune train` exported")])
+        raise ConfigError(
+            [
+                (
+                    "MODEL_DIR",
+                    f"{model_dir} is not a model directory (no config.json)",
+                    "pass the model/ directory a refit or `zerotune train` exported",
+                )
+            ]
+        )
     meta = json.loads((path / "zerotune.json").read_text()) if (path / "zerotune.json").is_file() else {}
     task = meta.get("task")
     if task is None:
@@ -53,15 +71,27 @@ def load_model(model_dir: str):
         config = AutoConfig.from_pretrained(path)
         task = "regression" if config.problem_type == "regression" or config.num_labels == 1 else "classification"
     if task == "causal-lm":
-        raise ConfigError([("MODEL_DIR", "zerotune predict runs classification and regression models", "use the causal LM with transformers' generate()")])
+        raise ConfigError(
+            [
+                (
+                    "MODEL_DIR",
+                    "zerotune predict runs classification and regression models",
+                    "use the causal LM with transformers' generate()",
+                )
+            ]
+        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     model, _ = load_exported(path, task=task)
     config = model.config
-    max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512)))
+    max_length = int(
+        meta.get("max_length") or min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512))
+    )
     return model, tokenizer, task, max_length
 
 
-def predict_texts(model, tokenizer, texts: list[str], *, task: str, max_length: int, batch_size: int = 32) -> np.ndarray:
+def predict_texts(
+    model, tokenizer, texts: list[str], *, task: str, max_length: int, batch_size: int = 32
+) -> np.ndarray:
     """Logits (classification) or values (regression), in input order."""
     import torch
 
@@ -71,21 +101,27 @@ def predict_texts(model, tokenizer, texts: list[str], *, task: str, max_length: 
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            )
             logits = model(**enc).logits.float().numpy()
-            for i, row in zip(rows, logits):
+            for i, row in zip(rows, logits, strict=True):
                 out[i] = row
     values = np.stack(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
     return values.reshape(-1) if task == "regression" else values
 
 
-def predict(model_dir: str, *, input_path: str, text_column: str = "text", output: str | None = None, batch_size: int = 32) -> dict:
+def predict(
+    model_dir: str, *, input_path: str, text_column: str = "text", output: str | None = None, batch_size: int = 32
+) -> dict:
     """Predictions for every row of `input_path`; writes `output` (CSV/TSV/JSONL/Parquet by extension) when given."""
     import pandas as pd
     import torch
 
     if output and Path(output).suffix.lower() not in WRITERS:
-        raise ConfigError([("--output", f"cannot tell the format of {output}", f"use a file ending in {', '.join(WRITERS)}")])
+        raise ConfigError(
+            [("--output", f"cannot tell the format of {output}", f"use a file ending in {', '.join(WRITERS)}")]
+        )
     df, texts = read_rows(input_path, text_column=text_column)
     model, tokenizer, task, max_length = load_model(model_dir)
     started = time.perf_counter()
@@ -97,15 +133,27 @@ def predict(model_dir: str, *, input_path: str, text_column: str = "text", outpu
         labels = [model.config.id2label[i] for i in range(values.shape[1])]
         z = values - values.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        preds = pd.DataFrame({"label": [labels[i] for i in probs.argmax(axis=1)], **{f"p_{name}": probs[:, j].round(6) for j, name in enumerate(labels)}})
+        preds = pd.DataFrame(
+            {
+                "label": [labels[i] for i in probs.argmax(axis=1)],
+                **{f"p_{name}": probs[:, j].round(6) for j, name in enumerate(labels)},
+            }
+        )
     keep = [c for c in ("id", text_column) if c in df.columns]
     table = pd.concat([df[keep].reset_index(drop=True), preds], axis=1)
     if output:
         _write(table, output)
     return {
-        "model": str(model_dir), "task": task, "input": str(input_path), "output": output, "rows": len(table),
-        "seconds": round(seconds, 3), "rows_per_s": round(len(table) / seconds, 1) if seconds > 0 else None,
-        "batch_size": batch_size, "threads": torch.get_num_threads(), "table": table,
+        "model": str(model_dir),
+        "task": task,
+        "input": str(input_path),
+        "output": output,
+        "rows": len(table),
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(len(table) / seconds, 1) if seconds > 0 else None,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "table": table,
     }
 
 

@@ -48,7 +48,7 @@ def refit(
     )  # fmt: skip
     record, _ = fit_split(
         spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling,
-        name="refit-fit", storage_path=sd.refit,
+        name=sd.refit_run_name, storage_path=sd.refit,
     )  # fmt: skip
     tested = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record.metrics).items())
     write_model_card(dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded)

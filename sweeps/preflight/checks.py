@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-from zerotune.errors import ConfigError
-
 from sweeps.config import SweepConfig
 from sweeps.search.space import can_apply, trial_values
+from zerotune.errors import ConfigError
 
 
 def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None:
@@ -19,9 +18,22 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
     per_rank = n_train // cfg.scaling.num_workers
     too_big = [b for b in batches.values if b > per_rank]
     if too_big and per_rank >= 1:
-        problems.append((batches.field, f"batch size {max(too_big)} exceeds the {per_rank} training rows each of {cfg.scaling.num_workers} workers gets", f"use batch sizes <= {per_rank}"))
+        problems.append(
+            (
+                batches.field,
+                f"batch size {max(too_big)} exceeds the {per_rank} training rows "
+                f"each of {cfg.scaling.num_workers} workers gets",
+                f"use batch sizes <= {per_rank}",
+            )
+        )
     elif per_rank < 1:
-        problems.append(("scaling.num_workers", f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers", "use fewer workers or more data"))
+        problems.append(
+            (
+                "scaling.num_workers",
+                f"{n_train} training rows cannot feed {cfg.scaling.num_workers} workers",
+                "use fewer workers or more data",
+            )
+        )
     problems += _method_problems(cfg)
     problems += _offload_memory_problems(cfg, resources)
     if problems:
@@ -38,11 +50,24 @@ def _method_problems(cfg: SweepConfig) -> list:
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     top = trial_values(cfg, "top_layers")
     if partial and layers is not None and top.max > layers:
-        problems.append((top.field, f"the model has {layers} transformer blocks; top_layers goes up to {top.max}", f"use top_layers <= {layers}"))
+        problems.append(
+            (
+                top.field,
+                f"the model has {layers} transformer blocks; top_layers goes up to {top.max}",
+                f"use top_layers <= {layers}",
+            )
+        )
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     tokens = trial_values(cfg, "prompt_tokens")
     if prompt and positions and cfg.model.max_length + tokens.max > positions:
-        problems.append((tokens.field, f"max_length {cfg.model.max_length} + {tokens.max} virtual tokens exceeds the model's {positions} positions", f"use model.max_length <= {positions - tokens.max}"))
+        problems.append(
+            (
+                tokens.field,
+                f"max_length {cfg.model.max_length} + {tokens.max} virtual tokens "
+                f"exceeds the model's {positions} positions",
+                f"use model.max_length <= {positions - tokens.max}",
+            )
+        )
     return problems
 
 
@@ -84,7 +109,16 @@ def count_parameters(cfg: SweepConfig) -> int:
     inter = get("intermediate_size", "n_inner", default=4 * h)
     heads = get("num_attention_heads", "n_head", default=1)
     kv = h * get("num_key_value_heads", default=heads) // heads
-    gated = getattr(c, "model_type", None) in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "mixtral"}
+    gated = getattr(c, "model_type", None) in {
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "mixtral",
+    }
     block = 2 * h * h + 2 * h * kv + (3 if gated else 2) * h * inter
     tied = getattr(c, "tie_word_embeddings", not gated)
     return int(get("vocab_size", default=0) * h * (1 if tied else 2) + layers * block)
@@ -116,8 +150,15 @@ def _offload_memory_problems(cfg: SweepConfig, resources: dict | None) -> list:
     if need <= have:
         return []
     field = "deepspeed.offload_params" if ds.offload_params else "deepspeed.offload_optimizer"
-    return [(field, f"ZeRO offload keeps about {need / 2**30:.0f} GiB in host memory ({per_param} bytes x parameters); {where} {have / 2**30:.0f} GiB",
-             "add nodes (offloaded state is split across them), turn offload off and use GPUs with ZeRO-3, or pick a smaller model")]
+    return [
+        (
+            field,
+            f"ZeRO offload keeps about {need / 2**30:.0f} GiB in host memory ({per_param} bytes x parameters); "
+            f"{where} {have / 2**30:.0f} GiB",
+            "add nodes (offloaded state is split across them), turn offload off and use GPUs with ZeRO-3, "
+            "or pick a smaller model",
+        )
+    ]
 
 
 def _resource_problems(cfg: SweepConfig, resources: dict) -> list:
@@ -125,9 +166,22 @@ def _resource_problems(cfg: SweepConfig, resources: dict) -> list:
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     need_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     if need_cpu > cpus:
-        problems.append(("scaling.num_workers", f"{cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the cluster has {cpus:g}", f"use scaling.num_workers <= {int(cpus // cfg.scaling.cpus_per_worker)} or add nodes"))
+        problems.append(
+            (
+                "scaling.num_workers",
+                f"{cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; "
+                f"the cluster has {cpus:g}",
+                f"use scaling.num_workers <= {int(cpus // cfg.scaling.cpus_per_worker)} or add nodes",
+            )
+        )
     if cfg.scaling.use_gpu and cfg.scaling.num_workers > gpus:
-        problems.append(("scaling.use_gpu", f"{cfg.scaling.num_workers} GPU workers but the cluster has {gpus:g} GPUs", "lower scaling.num_workers, add GPU nodes, or set use_gpu: false"))
+        problems.append(
+            (
+                "scaling.use_gpu",
+                f"{cfg.scaling.num_workers} GPU workers but the cluster has {gpus:g} GPUs",
+                "lower scaling.num_workers, add GPU nodes, or set use_gpu: false",
+            )
+        )
     return problems
 
 

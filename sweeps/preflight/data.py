@@ -20,7 +20,15 @@ log = logging.getLogger(__name__)
 def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) -> Examples:
     df = read_table(cfg.data)
     if len(df) < min_rows:
-        raise ConfigError([("folds.k", f"{min_rows} folds need at least {min_rows} rows; the data has {len(df)}", f"use folds.k <= {len(df)} or more data")])
+        raise ConfigError(
+            [
+                (
+                    "folds.k",
+                    f"{min_rows} folds need at least {min_rows} rows; the data has {len(df)}",
+                    f"use folds.k <= {len(df)} or more data",
+                )
+            ]
+        )
     examples = to_examples(df, cfg.data, cfg.task, seed=cfg.seed, min_per_class=min_per_class)
     for reason, count in examples.dropped.items():
         log.warning("dropped %d rows: %s", count, reason)
@@ -32,9 +40,24 @@ def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
     need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
     examples = load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
-    folds = make_folds(examples, k=cfg.folds.k, strategy=cfg.folds.strategy, task=cfg.task, test_fraction=cfg.folds.test_fraction, seed=cfg.seed)
+    folds = make_folds(
+        examples,
+        k=cfg.folds.k,
+        strategy=cfg.folds.strategy,
+        task=cfg.task,
+        test_fraction=cfg.folds.test_fraction,
+        seed=cfg.seed,
+    )
     if not searched(cfg.search.space):
-        raise ConfigError([("search.space", "nothing to search", "add at least one of learning_rate, batch_size, epochs, ... (see examples/)")])
+        raise ConfigError(
+            [
+                (
+                    "search.space",
+                    "nothing to search",
+                    "add at least one of learning_rate, batch_size, epochs, ... (see examples/)",
+                )
+            ]
+        )
     return examples, folds
 
 
@@ -56,8 +79,11 @@ def encode(cfg: SweepConfig, examples: Examples) -> Encoded:
     return tokenize(examples, tokenizer, cfg.task, cfg.model.max_length)
 
 
-def fit_spec(cfg: SweepConfig, *, train=None, deepspeed=None, model=None, records_uri=None, export_uri=None, **typed) -> FitSpec:
-    """The FitSpec of one fit of this sweep; `train`/`deepspeed`/`model` replace the config's groups (a trial's values)."""
+def fit_spec(
+    cfg: SweepConfig, *, train=None, deepspeed=None, model=None, records_uri=None, export_uri=None, **typed
+) -> FitSpec:
+    """The FitSpec of one fit of this sweep; `train`/`deepspeed`/`model` replace the config's groups
+    (a trial's values)."""
     return FitSpec(
         task=cfg.task,
         model=model or cfg.model,

@@ -34,7 +34,8 @@ def preflight(cfg: SweepConfig, *, resources: Callable[[], dict | None]) -> Pref
     check_fit(cfg, resources=have, n_train=min(len(t) for t, _ in folds.folds))
     checks = [
         f"config: {cfg.task}, metric {cfg.metric} ({cfg.mode})",
-        f"data: {len(examples)} rows" + (f", {len(examples.label_names)} classes" if examples.label_names else "")
+        f"data: {len(examples)} rows"
+        + (f", {len(examples.label_names)} classes" if examples.label_names else "")
         + "".join(f"; dropped {n} ({why})" for why, n in examples.dropped.items()),
         f"folds: {cfg.folds.k} x {folds.strategy}, {len(folds.test)} test rows held out",
         f"batches fit {cfg.scaling.num_workers} workers",
@@ -49,7 +50,9 @@ def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
     from cluster.local import connect, local_resources
 
     # With no address, `sweep run` starts an embedded Ray sized to this machine: check against that.
-    result = preflight(cfg, resources=lambda: connect(address=address) if address else local_resources(gpus=cfg.scaling.use_gpu))
+    result = preflight(
+        cfg, resources=lambda: connect(address=address) if address else local_resources(gpus=cfg.scaling.use_gpu)
+    )
     uri = sweep_uri(cfg)
     check_writable(uri, keep=False)
     return {"ok": True, "checks": [*result.checks, f"storage writable: {uri}"]}

@@ -10,7 +10,12 @@ import math
 
 from trainer.metrics import better
 
-STATE_STYLE = {"completed": ("tab:blue", "o"), "pruned": ("tab:orange", "s"), "failed": ("tab:red", "x"), "unfinished": ("tab:gray", "^")}
+STATE_STYLE = {
+    "completed": ("tab:blue", "o"),
+    "pruned": ("tab:orange", "s"),
+    "failed": ("tab:red", "x"),
+    "unfinished": ("tab:gray", "^"),
+}
 
 
 def _figure(width: float = 6.4, height: float = 4.0):
@@ -113,7 +118,17 @@ def roc(curves_by_fold: list[dict], *, title: str) -> bytes:
     """One line per class per fold (one-vs-rest); classes keep their colour across folds."""
     fig, ax = _figure()
     colors: dict[str, str] = {}
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    palette = [
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:olive",
+        "tab:cyan",
+    ]
     for curves in curves_by_fold:
         for label, c in curves.items():
             first = label not in colors
@@ -145,8 +160,17 @@ def loss_curves(histories: list[list[dict]], *, title: str) -> bytes:
     fig, ax = _figure()
     for fold, history in enumerate(histories):
         epochs = [h["epoch"] + 1 for h in history]
-        line = ax.plot(epochs, [h.get("eval_loss", math.nan) for h in history], marker="o", label=f"fold {fold} eval")[0]
-        ax.plot(epochs, [h.get("train_loss", math.nan) for h in history], linestyle="--", marker=".", color=line.get_color(), label=f"fold {fold} train")
+        line = ax.plot(epochs, [h.get("eval_loss", math.nan) for h in history], marker="o", label=f"fold {fold} eval")[
+            0
+        ]
+        ax.plot(
+            epochs,
+            [h.get("train_loss", math.nan) for h in history],
+            linestyle="--",
+            marker=".",
+            color=line.get_color(),
+            label=f"fold {fold} train",
+        )
     _integer_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")

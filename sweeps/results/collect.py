@@ -7,15 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweeps.config import SweepConfig
 from sweeps.layout import SweepDir, TrialState
 from trainer.metrics import best_of
 from trainer.outcome import Outcome, classify
 from trainer.storage import read_json
 
-from sweeps.config import SweepConfig
 
-
-def trial_record(sweep: SweepDir, trial_id: str, *, metric: str, k: int, result=None, use_gpu: bool, workers: int) -> dict:
+def trial_record(
+    sweep: SweepDir, trial_id: str, *, metric: str, k: int, result=None, use_gpu: bool, workers: int
+) -> dict:
     """One trial: params, per-fold scores, mean/std, state (with how it ended) and cost."""
     trial = sweep.trial(trial_id)
     folds = trial.records.folds()
@@ -57,7 +58,9 @@ STATE_OF = {
 }
 
 
-def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = None, finished: bool | None = None) -> dict:
+def collect(
+    uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = None, finished: bool | None = None
+) -> dict:
     """The summary saved as summary.json: best trial, every trial, baseline and overhead. `finished`: the sweep
     has ended (default: when its ResultGrid is given)."""
     sweep = SweepDir(uri)
@@ -78,7 +81,15 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
         on_disk = {t for t in on_disk if t in by_id or sweep.trial(t).records.folds()}
     ids = sorted(on_disk | set(by_id))
     trials = [
-        trial_record(sweep, tid, metric=cfg.metric, k=cfg.folds.k, result=by_id.get(tid), use_gpu=cfg.scaling.use_gpu, workers=cfg.scaling.num_workers)
+        trial_record(
+            sweep,
+            tid,
+            metric=cfg.metric,
+            k=cfg.folds.k,
+            result=by_id.get(tid),
+            use_gpu=cfg.scaling.use_gpu,
+            workers=cfg.scaling.num_workers,
+        )
         for tid in ids
     ]
     done = [t for t in trials if t["state"] == TrialState.COMPLETED.value]
@@ -89,9 +100,17 @@ def collect(uri: str, *, cfg: SweepConfig, grid=None, wall_s: float | None = Non
     data = sweep.read(sweep.data, {})
     states = count_states(trials)
     summary = {
-        "name": cfg.name, "task": cfg.task, "metric": cfg.metric, "mode": cfg.mode, "k": cfg.folds.k,
-        "storage": uri, "states": states, "trials": trials, "best": best,
-        "baseline": data.get("baseline"), "data": {k: v for k, v in data.items() if k != "baseline"},
+        "name": cfg.name,
+        "task": cfg.task,
+        "metric": cfg.metric,
+        "mode": cfg.mode,
+        "k": cfg.folds.k,
+        "storage": uri,
+        "states": states,
+        "trials": trials,
+        "best": best,
+        "baseline": data.get("baseline"),
+        "data": {k: v for k, v in data.items() if k != "baseline"},
         "fold_fits": sum(t["folds_done"] for t in trials),
     }
     if wall_s is not None:
@@ -138,6 +157,10 @@ def _tune_state(sweep: SweepDir) -> dict:
         status = trial.get("status")
         if status not in ("TERMINATED", "ERROR"):
             continue  # pending or running: not an outcome yet
-        error = f"trial ended in ERROR (see {runtime.get('error_filename') or 'the trial log'})" if status == "ERROR" else None
+        error = (
+            f"trial ended in ERROR (see {runtime.get('error_filename') or 'the trial log'})"
+            if status == "ERROR"
+            else None
+        )
         out[trial["trial_id"]] = _SavedTrial(metrics=runtime.get("last_result") or {}, error=error)
     return out

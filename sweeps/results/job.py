@@ -18,7 +18,11 @@ def parse_entrypoint(entrypoint: str) -> tuple[str | None, list[str]]:
     try:
         at = next(i for i in range(len(words) - 1) if words[i] == "sweep" and words[i + 1] == "run")
     except StopIteration:
-        raise ClusterError(f"the job does not run a sweep: {entrypoint!r}", field="--job-id", fix="pass the id of a job started by `zerotune submit`") from None
+        raise ClusterError(
+            f"the job does not run a sweep: {entrypoint!r}",
+            field="--job-id",
+            fix="pass the id of a job started by `zerotune submit`",
+        ) from None
     config, overrides, args = None, [], words[at + 2 :]
     i = 0
     while i < len(args):
@@ -39,7 +43,8 @@ def parse_entrypoint(entrypoint: str) -> tuple[str | None, list[str]]:
 
 
 def job_sweep_uri(*, address: str, job_id: str, token: str | None, storage: str | None = None) -> str:
-    """The storage URI of the sweep job `job_id` runs; `storage` replaces its storage.path (how this machine reaches it)."""
+    """The storage URI of the sweep job `job_id` runs; `storage` replaces its storage.path
+    (how this machine reaches it)."""
     from pathlib import Path
 
     from cluster import jobs
@@ -56,14 +61,27 @@ def job_sweep_uri(*, address: str, job_id: str, token: str | None, storage: str 
         tree = parse_overrides(overrides)
         name, root = tree.get("name"), (tree.get("storage") or {}).get("path")
         if name is None:
-            raise StorageError(f"job {job_id} runs {config!r}, which is not in the current directory", field="config",
-                               fix="run this from the directory the job was submitted from, or pass the sweep's path: zerotune report PATH")
+            raise StorageError(
+                f"job {job_id} runs {config!r}, which is not in the current directory",
+                field="config",
+                fix=(
+                    "run this from the directory the job was submitted from, "
+                    "or pass the sweep's path: zerotune report PATH"
+                ),
+            )
     root = storage or root or "./results"
     if storage is None and "://" not in root:
-        # A relative or local path is the job's view; shared storage (a URI or a mounted path) is what a reader can reach.
+        # A relative or local path is the job's view; shared storage (a URI or a mounted path)
+        # is what a reader can reach.
         root = storage_root(root)
     try:
         return locate_sweep(name, storage=root)
     except StorageError:
-        raise StorageError(f"job {job_id} ({status['status']}) writes sweep {name!r} under {root}, which is not readable here", field="storage.path",
-                           fix="pass --storage with where that storage is reachable from this machine (use a shared URI such as s3://... for storage.path)") from None
+        raise StorageError(
+            f"job {job_id} ({status['status']}) writes sweep {name!r} under {root}, which is not readable here",
+            field="storage.path",
+            fix=(
+                "pass --storage with where that storage is reachable from this machine "
+                "(use a shared URI such as s3://... for storage.path)"
+            ),
+        ) from None

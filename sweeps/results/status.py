@@ -12,7 +12,11 @@ def locate_sweep(sweep: str, *, storage: str) -> str:
     for candidate in (sweep, join(storage, sweep)):
         if SweepDir(candidate).exists():
             return candidate
-    raise StorageError(f"no sweep at {sweep!r} (nor under {storage!r})", field="sweep", fix="pass the sweep directory, or its name with --storage")
+    raise StorageError(
+        f"no sweep at {sweep!r} (nor under {storage!r})",
+        field="sweep",
+        fix="pass the sweep directory, or its name with --storage",
+    )
 
 
 def saved_config(sweep: SweepDir):
@@ -26,6 +30,7 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
     from sweeps.results.collect import collect
 
     found = SweepDir(locate_sweep(sweep, storage=storage))
-    # Trials are re-read every time (a resumed sweep may be running); timing facts only the run knew come from the summary.
+    # Trials are re-read every time (a resumed sweep may be running);
+    # timing facts only the run knew come from the summary.
     saved = found.read(found.summary, {})
     return {**saved, **collect(found.uri, cfg=saved_config(found), finished=bool(saved))}

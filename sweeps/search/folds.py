@@ -24,11 +24,13 @@ class Folds:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Folds":
+    def from_json(cls, data: dict) -> Folds:
         return cls(
             strategy=data["strategy"],
             test=np.asarray(data["test"], dtype=np.int64),
-            folds=[(np.asarray(f["train"], dtype=np.int64), np.asarray(f["val"], dtype=np.int64)) for f in data["folds"]],
+            folds=[
+                (np.asarray(f["train"], dtype=np.int64), np.asarray(f["val"], dtype=np.int64)) for f in data["folds"]
+            ],
         )
 
 
@@ -46,9 +48,13 @@ def make_folds(examples: Examples, *, k: int, strategy: str, task: str, test_fra
     n = len(examples)
     strategy = pick_strategy(strategy, task, examples.groups is not None)
     if strategy == "stratified" and task != "classification":
-        raise problem("folds.strategy", "stratified folds need class labels", "use strategy: kfold for regression and causal-lm")
+        raise problem(
+            "folds.strategy", "stratified folds need class labels", "use strategy: kfold for regression and causal-lm"
+        )
     if strategy == "group" and examples.groups is None:
-        raise problem("folds.strategy", "group folds need data.group_column", "set data.group_column or use strategy: auto")
+        raise problem(
+            "folds.strategy", "group folds need data.group_column", "set data.group_column or use strategy: auto"
+        )
     rows = np.arange(n)
     test = np.zeros(0, dtype=np.int64)
     if test_fraction > 0:
@@ -62,7 +68,11 @@ def make_folds(examples: Examples, *, k: int, strategy: str, task: str, test_fra
         thin = [(examples.label_names[c], int(counts[c])) for c in range(len(counts)) if 0 < counts[c] < k]
         if thin:
             shown = ", ".join(f"{name} ({count})" for name, count in thin)
-            raise problem("folds.k", f"stratified {k}-fold needs >= {k} rows per class; too few: {shown}", "lower folds.k or set data.rare_classes: drop")
+            raise problem(
+                "folds.k",
+                f"stratified {k}-fold needs >= {k} rows per class; too few: {shown}",
+                "lower folds.k or set data.rare_classes: drop",
+            )
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         parts = splitter.split(rows, examples.labels[rows])
     elif strategy == "group":

@@ -26,12 +26,25 @@ log = logging.getLogger(__name__)
 
 def save_or_check_folds(sweep: SweepDir, folds: Folds, examples) -> None:
     """Folds are made once: a resumed sweep must see the same rows in the same folds."""
-    record = {"fingerprint": fingerprint(examples), "n_rows": len(examples), "label_names": examples.label_names, **folds.to_json()}
+    record = {
+        "fingerprint": fingerprint(examples),
+        "n_rows": len(examples),
+        "label_names": examples.label_names,
+        **folds.to_json(),
+    }
     saved = sweep.read(sweep.folds)
     if saved is None:
         sweep.write(sweep.folds, record)
     elif saved["fingerprint"] != record["fingerprint"] or saved["folds"] != record["folds"]:
-        raise ConfigError([("name", f"the data or folds differ from those saved at {sweep.folds}", "use a new sweep name, or restore the original data")])
+        raise ConfigError(
+            [
+                (
+                    "name",
+                    f"the data or folds differ from those saved at {sweep.folds}",
+                    "use a new sweep name, or restore the original data",
+                )
+            ]
+        )
 
 
 def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = True) -> dict:
@@ -50,14 +63,28 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     check_writable(sweep.uri)
     save_or_check_folds(sweep, folds, examples)
     sweep.write(sweep.config, cfg.model_dump(mode="json"))
-    sweep.write(sweep.data, {
-        "n_rows": len(examples), "dropped": examples.dropped, "label_names": examples.label_names,
-        "n_test": len(folds.test), "baseline": baseline(cfg.task, examples, folds),
-    })
+    sweep.write(
+        sweep.data,
+        {
+            "n_rows": len(examples),
+            "dropped": examples.dropped,
+            "label_names": examples.label_names,
+            "n_test": len(folds.test),
+            "baseline": baseline(cfg.task, examples, folds),
+        },
+    )
     t_tokenize = time.perf_counter()
     encoded = encode(cfg, examples)  # once per sweep; every trial and fold indexes into it
     tokenize_s = time.perf_counter() - t_tokenize
-    log.warning("sweep %s: %d rows, %d folds (%s), %d trials -> %s", cfg.name, len(examples), cfg.folds.k, folds.strategy, cfg.search.num_trials, sweep.uri)
+    log.warning(
+        "sweep %s: %d rows, %d folds (%s), %d trials -> %s",
+        cfg.name,
+        len(examples),
+        cfg.folds.k,
+        folds.strategy,
+        cfg.search.num_trials,
+        sweep.uri,
+    )
 
     trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=sweep.uri, encoded=encoded, folds=folds.folds)
     # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
@@ -67,10 +94,24 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     tune_path = join(fs_path, "tune")
     if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False, storage_filesystem=fs)
+        tuner = tune.Tuner.restore(
+            tune_path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            storage_filesystem=fs,
+        )
     else:
-        tuner = _new_tuner(cfg, trainable, fs=fs, fs_path=fs_path, concurrent=max_concurrent(cfg, free_resources()),
-                           progress=progress, callbacks=[StorageWatch(sweep.uri)])
+        tuner = _new_tuner(
+            cfg,
+            trainable,
+            fs=fs,
+            fs_path=fs_path,
+            concurrent=max_concurrent(cfg, free_resources()),
+            progress=progress,
+            callbacks=[StorageWatch(sweep.uri)],
+        )
     try:
         grid = tuner.fit()
     except Exception:
@@ -93,19 +134,32 @@ def _new_tuner(cfg: SweepConfig, trainable, *, fs, fs_path: str, concurrent: int
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.search.num_trials // 3)))
-    searcher = OptunaSearch(metric="objective", mode=cfg.mode, sampler=sampler, points_to_evaluate=list(cfg.search.initial_points or []) or None)
+    searcher = OptunaSearch(
+        metric="objective",
+        mode=cfg.mode,
+        sampler=sampler,
+        points_to_evaluate=list(cfg.search.initial_points or []) or None,
+    )
     return tune.Tuner(
         trainable,
         param_space=tune_space(cfg.search.space),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=_scheduler(cfg), num_samples=cfg.search.num_trials, max_concurrent_trials=concurrent,
+            search_alg=searcher,
+            scheduler=_scheduler(cfg),
+            num_samples=cfg.search.num_trials,
+            max_concurrent_trials=concurrent,
             # Not reuse_actors: Train's TuneReportCallback reports through a queue actor that dies with the
             # trial session that made it, so a reused trial actor's next Train run fails (Ray 2.60).
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=fs_path, storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=0),  # Train restarts worker groups; a trial that still fails stays failed
-            verbose=1 if progress else 0, callbacks=callbacks,
+            name="tune",
+            storage_path=fs_path,
+            storage_filesystem=fs,
+            failure_config=tune.FailureConfig(
+                max_failures=0
+            ),  # Train restarts worker groups; a trial that still fails stays failed
+            verbose=1 if progress else 0,
+            callbacks=callbacks,
         ),
     )
 
@@ -115,7 +169,20 @@ def _scheduler(cfg: SweepConfig):
 
     sched = cfg.search.scheduler
     if sched.type == "asha":
-        return ASHAScheduler(time_attr="folds_done", metric="objective", mode=cfg.mode, max_t=cfg.folds.k, grace_period=sched.grace_folds, reduction_factor=sched.reduction_factor)
+        return ASHAScheduler(
+            time_attr="folds_done",
+            metric="objective",
+            mode=cfg.mode,
+            max_t=cfg.folds.k,
+            grace_period=sched.grace_folds,
+            reduction_factor=sched.reduction_factor,
+        )
     if sched.type == "median":
-        return MedianStoppingRule(time_attr="folds_done", metric="objective", mode=cfg.mode, grace_period=sched.grace_folds, min_samples_required=2)
+        return MedianStoppingRule(
+            time_attr="folds_done",
+            metric="objective",
+            mode=cfg.mode,
+            grace_period=sched.grace_folds,
+            min_samples_required=2,
+        )
     return None

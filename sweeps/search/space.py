@@ -19,20 +19,14 @@ This module imports `trainer.config` only; `sweeps.config` imports it (no cycle)
 from __future__ import annotations
 
 import difflib
-import functools
 import math
-import types
-import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-import annotated_types as at
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, create_model, model_validator
 
+from sweeps.search.fields import GROUPS, adapter, base_type, bounds_text, field_info, is_int_field
 from trainer.config import DeepSpeedConfig, Group, ModelConfig, TrainConfig
-
-# The config groups a trial's params override, in `apply_params`' return order.
-GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "deepspeed": DeepSpeedConfig, "model": ModelConfig}
 
 Kind = Literal["float", "int", "choice"]
 
@@ -87,19 +81,19 @@ class Dimension:
     @property
     def field(self):
         """The pydantic FieldInfo of `path` (its annotation, default and validators)."""
-        return _field(self.path)
+        return field_info(self.path)
 
     def accepts(self, value) -> bool:
         """Whether the config field itself accepts `value` (its own type and bound validators)."""
         try:
-            _adapter(self.path).validate_python(value)
+            adapter(self.path).validate_python(value)
         except ValidationError:
             return False
         return True
 
     def bounds(self) -> str:
         """What the field accepts, in words: '0 < value < 10', 'one of [0, 1, 2, 3]'."""
-        return _bounds_text(self.path)
+        return bounds_text(self.path)
 
     # -- its search.space setting ---------------------------------------------------------------
     def setting(self, space) -> FloatRange | IntRange | list | None:
@@ -174,7 +168,7 @@ class Dimension:
         value = value.item() if hasattr(value, "item") else value
         if self.kind == "float":
             return float(value)
-        if self.kind == "int" or (_is_int_field(self.path) and isinstance(value, float) and value.is_integer()):
+        if self.kind == "int" or (is_int_field(self.path) and isinstance(value, float) and value.is_integer()):
             return int(value)
         return value
 
@@ -332,56 +326,6 @@ def _same(a, b) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-@functools.cache
-def _field(path: str):
-    root, *rest = path.split(".")
-    model: Any = GROUPS[root]
-    for part in rest[:-1]:
-        model = _base_type(model.model_fields[part].annotation)
-    return model.model_fields[rest[-1]]
-
-
-def _base_type(annotation):
-    """`X | None` -> X."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-@functools.cache
-def _adapter(path: str) -> TypeAdapter:
-    field = _field(path)
-    base = _base_type(field.annotation)
-    return TypeAdapter(Annotated[base, *field.metadata] if field.metadata else base)
-
-
-def _is_int_field(path: str) -> bool:
-    base = _base_type(_field(path).annotation)
-    if typing.get_origin(base) is Literal:
-        return all(isinstance(a, int) and not isinstance(a, bool) for a in typing.get_args(base))
-    return base is int
-
-
-def _bounds_text(path: str) -> str:
-    field = _field(path)
-    base = _base_type(field.annotation)
-    if typing.get_origin(base) is Literal:
-        return f"one of {list(typing.get_args(base))}"
-    low = high = ""
-    for m in field.metadata:
-        if isinstance(m, at.Gt):
-            low = f"{m.gt} < "
-        elif isinstance(m, at.Ge):
-            low = f"{m.ge} <= "
-        elif isinstance(m, at.Lt):
-            high = f" < {m.lt}"
-        elif isinstance(m, at.Le):
-            high = f" <= {m.le}"
-    return f"{low}value{high}" if low or high else f"any {getattr(base, '__name__', base)}"
-
-
 # -- the `search.space` YAML group, built from the table ------------------------------------------
 
 
@@ -390,13 +334,13 @@ def _space_field(d: Dimension):
     exist (or one outside the groups `apply_params` returns) fail at import, not in a sweep."""
     field = d.field
     if d.when:
-        _field(d.when.path)
+        field_info(d.when.path)
     if d.kind == "float":
         kind, extra = FloatRange, {}
     elif d.kind == "int":
         kind, extra = IntRange, {}
     else:
-        kind, extra = list[_base_type(field.annotation)], {"min_length": 1}
+        kind, extra = list[base_type(field.annotation)], {"min_length": 1}
     doc = f"{d.description}; sets {d.path}" + (f", only when {d.when}" if d.when else "")
     return Annotated[kind | None, AfterValidator(d.check)], Field(None, description=doc, **extra)
 

@@ -42,7 +42,7 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
         encoded=encoded,
         folds=folds,
         scaling=cfg.scaling,
-        name="fit",
+        name=trial.run_name,
         storage_path=trial.uri,
         callbacks=[TuneReportCallback()],
     )

@@ -45,7 +45,11 @@ def raise_if_storage_broke(uri: str, storage_path: str, name: str) -> None:
     problem = storage_problem(uri)
     if problem is not None:
         raise StorageError(
-            f"the sweep directory {uri} {problem} during the sweep; it was stopped, and what it wrote before stays as it was",
+            f"the sweep directory {uri} {problem} during the sweep; "
+            "it was stopped, and what it wrote before stays as it was",
             field="storage.path",
-            fix=f"restore the storage (and write access), then run the same command again to resume; until then `zerotune sweep status {name} --storage {storage_path}` reads what is there",
+            fix=(
+                "restore the storage (and write access), then run the same command again to resume; "
+                f"until then `zerotune sweep status {name} --storage {storage_path}` reads what is there"
+            ),
         )

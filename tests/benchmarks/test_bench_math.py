@@ -1,6 +1,5 @@
 """The benchmark rows' arithmetic: ZeRO memory expectations, pruning savings, trial overhead from records."""
 
-
 import pytest
 
 from benchmarks.scaling import expected_model_state_mb
@@ -17,7 +16,12 @@ def test_zero_expectations_shrink_with_stage_and_world():
 
 
 def _summary(scheduler, fits, wall, mean, std):
-    return {"fold_fits": fits, "wall_s": wall, "states": {}, "best": {"mean": mean, "std": std, "params": {"learning_rate": 1e-4}}}
+    return {
+        "fold_fits": fits,
+        "wall_s": wall,
+        "states": {},
+        "best": {"mean": mean, "std": std, "params": {"learning_rate": 1e-4}},
+    }
 
 
 def test_pruning_goal_needs_both_savings_and_the_same_best():
@@ -39,8 +43,15 @@ def test_trial_overhead_reads_start_markers_and_fold_records(tmp_path):
         trial.records.write_start(StartMarker(fold=fold, start_epoch=0, pid=7, time=t, setup_s=setup), ns=fold)
         record = FoldRecord(fold=fold, epochs_run=1, best_epoch=0, metrics={}, history=[{"time": 15.0}], val_sha="x")
         trial.records.write_fold(record)
-    summary = {"storage": str(tmp_path), "tokenize_s": 0.4, "orchestration_share": 0.3,
-               "trials": [{"trial_id": "t1", "state": "completed", "duration_s": 50.0}, {"trial_id": "t2", "state": "pruned", "duration_s": 9.0}]}
+    summary = {
+        "storage": str(tmp_path),
+        "tokenize_s": 0.4,
+        "orchestration_share": 0.3,
+        "trials": [
+            {"trial_id": "t1", "state": "completed", "duration_s": 50.0},
+            {"trial_id": "t2", "state": "pruned", "duration_s": 9.0},
+        ],
+    }
     out = trial_overhead(summary)
     (row,) = out["trials"]
     assert row["worker_group_start_s"] == 10.0  # first fold's setup began 10 s after the trial started

@@ -32,7 +32,7 @@ class FakeKubeAPI:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeKubeAPI":
+    def start(self) -> FakeKubeAPI:
         self._thread.start()
         return self
 
@@ -79,11 +79,16 @@ class FakeKubeAPI:
                 req = self._record()
                 if m := RAYCLUSTER_PATH.match(req["path"]):
                     obj = api.rayclusters.get((m[1], m[2]))
-                    return self._reply(200, obj) if obj else self._reply(404, _status(404, "NotFound", f'rayclusters.ray.io "{m[2]}" not found'))
+                    return (
+                        self._reply(200, obj)
+                        if obj
+                        else self._reply(404, _status(404, "NotFound", f'rayclusters.ray.io "{m[2]}" not found'))
+                    )
                 if m := PODS_PATH.match(req["path"]):
                     selector = dict(s.split("=", 1) for s in req["query"].get("labelSelector", "").split(",") if s)
                     items = [
-                        p for p in api.pods
+                        p
+                        for p in api.pods
                         if p["metadata"]["namespace"] == m[1]
                         and selector.items() <= p["metadata"].get("labels", {}).items()
                     ]
@@ -96,7 +101,9 @@ class FakeKubeAPI:
                 if not m or (m[1], m[2]) not in api.rayclusters:
                     return self._reply(404, _status(404, "NotFound", req["path"]))
                 if req["headers"].get("content-type") != "application/json-patch+json":
-                    return self._reply(415, _status(415, "UnsupportedMediaType", req["headers"].get("content-type", "")))
+                    return self._reply(
+                        415, _status(415, "UnsupportedMediaType", req["headers"].get("content-type", ""))
+                    )
                 try:
                     patched = apply_json_patch(api.rayclusters[(m[1], m[2])], req["body"])
                 except (KeyError, IndexError, ValueError) as exc:
@@ -108,7 +115,14 @@ class FakeKubeAPI:
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def apply_json_patch(doc: dict, ops: list[dict]) -> dict:

@@ -45,8 +45,16 @@ def test_explicit_token_file_must_exist(home, tmp_path):
 
 def test_sweep_entrypoint_is_shell_safe():
     line = sweep_entrypoint(config="configs/my sweep.yaml", overrides=["search.num_trials=4"], storage="s3://b/p")
-    assert shlex.split(line) == ["python", "-m", "sweeps", "sweep", "run", "configs/my sweep.yaml",
-                                 "search.num_trials=4", "storage.path=s3://b/p"]
+    assert shlex.split(line) == [
+        "python",
+        "-m",
+        "sweeps",
+        "sweep",
+        "run",
+        "configs/my sweep.yaml",
+        "search.num_trials=4",
+        "storage.path=s3://b/p",
+    ]
 
 
 def test_submit_refuses_a_config_outside_the_uploaded_directory(tmp_path, monkeypatch, capsys):

@@ -16,7 +16,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kube_fake_api import FakeKubeAPI  # noqa: E402
-
 from sweeps.cli import main  # noqa: E402
 from zerotune.errors import ClusterError  # noqa: E402
 
@@ -35,8 +34,13 @@ def _raycluster(*, replicas=1, min_replicas=0, max_replicas=4, groups=("workers"
             "enableInTreeAutoscaling": True,
             "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head"}]}}},
             "workerGroupSpecs": [
-                {"groupName": g, "replicas": replicas, "minReplicas": min_replicas, "maxReplicas": max_replicas,
-                 "template": {"spec": {"containers": [{"name": "ray-worker"}]}}}
+                {
+                    "groupName": g,
+                    "replicas": replicas,
+                    "minReplicas": min_replicas,
+                    "maxReplicas": max_replicas,
+                    "template": {"spec": {"containers": [{"name": "ray-worker"}]}},
+                }
                 for g in groups
             ],
         },
@@ -54,7 +58,8 @@ def _pod(name, *, node_type, group=None, ready=True, gpus=0) -> dict:
         labels["ray.io/group"] = group
     limits = {"cpu": "8", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "labels": labels},
         "spec": {"containers": [{"name": "ray", "image": "x", "resources": {"limits": limits, "requests": limits}}]},
         "status": {
@@ -69,8 +74,14 @@ PODS = [
     _pod("zerotune-workers-1", node_type="worker", group="workers", gpus=1),
     _pod("zerotune-workers-2", node_type="worker", group="workers", ready=False, gpus=1),
     # another cluster's pod in the same namespace: must not be counted
-    {**_pod("other-head", node_type="head"), "metadata": {"name": "other-head", "namespace": NS,
-                                                          "labels": {"ray.io/cluster": "other", "ray.io/node-type": "head"}}},
+    {
+        **_pod("other-head", node_type="head"),
+        "metadata": {
+            "name": "other-head",
+            "namespace": NS,
+            "labels": {"ray.io/cluster": "other", "ray.io/node-type": "head"},
+        },
+    },
 ]
 
 
@@ -89,12 +100,18 @@ def fake_api(raycluster_kwargs):
 @pytest.fixture
 def kubeconfig(fake_api, tmp_path) -> str:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": fake_api.url}}],
-        "users": [{"name": "me", "user": {"token": BEARER}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": fake_api.url}}],
+                "users": [{"name": "me", "user": {"token": BEARER}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+            }
+        )
+    )
     return str(path)
 
 
@@ -205,8 +222,16 @@ def test_wait_times_out_with_what_is_missing(api, fake_api):
 
     now = [0.0]
     with pytest.raises(ClusterError, match="1/2 workers ready"):
-        wait_ready(api=api, name=NAME, namespace=NS, timeout_s=10, poll_s=5, workers=2,
-                   clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+        wait_ready(
+            api=api,
+            name=NAME,
+            namespace=NS,
+            timeout_s=10,
+            poll_s=5,
+            workers=2,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+        )
     assert fake_api.methods().count("GET") == 6  # 3 polls x (RayCluster + pods)
 
 
@@ -221,12 +246,18 @@ def test_unreachable_api_server_is_a_cluster_error(tmp_path):
     from cluster.kube import cluster_status, connect
 
     config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "x",
+                "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
+            }
+        )
+    )
     client = connect(kubeconfig=str(config))
     client.configuration.retries = 0
     with pytest.raises(ClusterError, match="cannot reach"):

@@ -67,8 +67,9 @@ def _cli(args: list[str], *, cwd: Path, env_extra: dict) -> subprocess.Completed
         if key not in env_extra:
             env.pop(key, None)
     env["HOME"] = str(cwd / ".venv")  # no ~/.ray/auth_token of the machine's user
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_never_prints_the_token(ray_head, project):
@@ -76,16 +77,30 @@ def test_cli_never_prints_the_token(ray_head, project):
     with_token = {"RAY_AUTH_TOKEN": token}
 
     # overrides right after CONFIG: argparse does not intermix positionals after options
-    submitted = _cli(["submit", "sweep.yaml", "search.num_trials=1", "--address", address,
-                      "--storage", "/tmp/zt-results", "--format", "json"], cwd=project, env_extra=with_token)
+    submitted = _cli(
+        [
+            "submit",
+            "sweep.yaml",
+            "search.num_trials=1",
+            "--address",
+            address,
+            "--storage",
+            "/tmp/zt-results",
+            "--format",
+            "json",
+        ],
+        cwd=project,
+        env_extra=with_token,
+    )
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout.strip().splitlines()[-1])
     assert job["entrypoint"] == "python -m sweeps sweep run sweep.yaml search.num_trials=1 storage.path=/tmp/zt-results"
 
     token_file = project / "token"
     token_file.write_text(token + "\n")
-    status = _cli(["status", job["job_id"], "--address", address, "--token-file", str(token_file)],
-                  cwd=project, env_extra={})
+    status = _cli(
+        ["status", job["job_id"], "--address", address, "--token-file", str(token_file)], cwd=project, env_extra={}
+    )
     assert status.returncode == 0 and job["job_id"] in status.stdout, status.stderr
     logs = _cli(["logs", job["job_id"], "--address", address], cwd=project, env_extra=with_token)
     assert logs.returncode == 0, logs.stderr
@@ -101,7 +116,9 @@ def test_cli_never_prints_the_token(ray_head, project):
 def test_dashboard_api_rejects_requests_without_the_token(ray_head):
     def get(headers):
         try:
-            return urllib.request.urlopen(urllib.request.Request(f"{ray_head['address']}/api/jobs/", headers=headers), timeout=10).status
+            return urllib.request.urlopen(
+                urllib.request.Request(f"{ray_head['address']}/api/jobs/", headers=headers), timeout=10
+            ).status
         except urllib.error.HTTPError as exc:
             return exc.code
 
@@ -114,7 +131,11 @@ def test_a_wrong_token_fails_in_seconds_naming_the_fix(ray_head, project):
     token_file = project / "wrong-token"
     token_file.write_text("not-the-token\n")
     started = time.monotonic()
-    proc = _cli(["submit", "sweep.yaml", "--address", ray_head["address"], "--token-file", str(token_file)], cwd=project, env_extra={})
+    proc = _cli(
+        ["submit", "sweep.yaml", "--address", ray_head["address"], "--token-file", str(token_file)],
+        cwd=project,
+        env_extra={},
+    )
     assert proc.returncode == ClusterError.exit_code and time.monotonic() - started < 10, proc.stderr[-2000:]
     assert proc.stderr.startswith("error: ") and "fix:" in proc.stderr and "RAY_AUTH_TOKEN" in proc.stderr
     assert "not-the-token" not in proc.stderr + proc.stdout
@@ -123,18 +144,27 @@ def test_a_wrong_token_fails_in_seconds_naming_the_fix(ray_head, project):
 def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, name: str) -> Path:
     import yaml
 
-    path.write_text(yaml.safe_dump({
-        "name": name, "task": "classification",
-        "model": {"path": str(model_dir), "max_length": 16},
-        "data": {"path": str(data)},
-        "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},
-        "deepspeed": {"zero_stage": 0},
-        "scaling": {"num_workers": 1},
-        "folds": {"k": 2, "test_fraction": 0.0},
-        "search": {"num_trials": 1, "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}}, "scheduler": {"type": "none"}},
-        "storage": {"path": str(storage)},
-        "final": {"refit": False},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "task": "classification",
+                "model": {"path": str(model_dir), "max_length": 16},
+                "data": {"path": str(data)},
+                "train": {"batch_size": 8, "epochs": 1, "max_steps_per_epoch": 2},
+                "deepspeed": {"zero_stage": 0},
+                "scaling": {"num_workers": 1},
+                "folds": {"k": 2, "test_fraction": 0.0},
+                "search": {
+                    "num_trials": 1,
+                    "space": {"learning_rate": {"low": 1e-3, "high": 3e-3, "log": True}},
+                    "scheduler": {"type": "none"},
+                },
+                "storage": {"path": str(storage)},
+                "final": {"refit": False},
+            }
+        )
+    )
     return path
 
 
@@ -151,7 +181,11 @@ def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_
     build_report(str(root), formats=("html", "md", "json"))
     assert (root / "refit" / "model" / "README.md").is_file()  # the exported model card
     written = [p for p in root.rglob("*") if p.is_file()]
-    written += [p for p in (ray_head["temp"] / "ray").rglob("*") if p.is_file() and ("log" in p.name or p.suffix in (".out", ".err"))]
+    written += [
+        p
+        for p in (ray_head["temp"] / "ray").rglob("*")
+        if p.is_file() and ("log" in p.name or p.suffix in (".out", ".err"))
+    ]
     leaks = [str(p) for p in written if token.encode() in p.read_bytes()]
     assert not leaks, leaks
 
@@ -163,16 +197,45 @@ def test_ray_job_submit_runs_zerotune_on_the_cluster(ray_head, tmp_path, tiny_be
     address, token = ray_head["address"], ray_head["token"]
     work = tmp_path / "work"
     work.mkdir()
-    _sweep_config(work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli")
+    _sweep_config(
+        work / "sweep.yaml", model_dir=tiny_bert_dir, data=keyword_csv, storage=tmp_path / "results", name="via-ray-cli"
+    )
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
-                           "python", "-m", "sweeps", "sweep", "validate", "sweep.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            ray,
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "sweeps",
+            "sweep",
+            "validate",
+            "sweep.yaml",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "ok: folds: 2 x stratified" in proc.stdout and "succeeded" in proc.stdout.lower(), proc.stdout[-3000:]
     assert token not in proc.stdout + proc.stderr
     env.pop("RAY_AUTH_TOKEN")
-    refused = subprocess.run([ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
-                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [ray, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--", "true"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0

@@ -115,7 +115,7 @@ def test_renders_and_validates(rendered, crd_validators, target):
         if key in crd_validators:
             errors = sorted(crd_validators[key].iter_errors(obj), key=lambda e: list(e.path))
             assert not errors, where + "\n" + "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
-            for part, template in _pod_templates(obj):
+            for _, template in _pod_templates(obj):
                 pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": template["spec"]}
                 kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
         else:
@@ -133,7 +133,9 @@ def test_strict_crd_validation_catches_a_typo(rendered, crd_validators):
 def test_every_object_is_namespaced_to_zerotune(rendered):
     for target, obj in _all(rendered):
         if obj["kind"] != "Namespace":
-            assert obj["metadata"].get("namespace") == "zerotune", f"k8s/{target}: {obj['kind']} {obj['metadata']['name']}"
+            assert obj["metadata"].get("namespace") == "zerotune", (
+                f"k8s/{target}: {obj['kind']} {obj['metadata']['name']}"
+            )
 
 
 def test_containers_meet_the_restricted_pod_security_standard(rendered):
@@ -230,7 +232,8 @@ def test_network_policy_selects_the_head_and_admits_only_known_peers(rendered):
         head_labels = {"ray.io/cluster": name, "ray.io/node-type": "head"}  # what KubeRay labels the head with
         policies = [o for o in docs if o["kind"] == "NetworkPolicy"]
         head_policies = [
-            p for p in policies
+            p
+            for p in policies
             if p["spec"]["podSelector"].get("matchLabels", {}).items() <= head_labels.items()
             and "Ingress" in p["spec"]["policyTypes"]
         ]
@@ -246,15 +249,21 @@ def test_network_policy_selects_the_head_and_admits_only_known_peers(rendered):
                         assert ns.get("matchLabels", {}).get("kubernetes.io/metadata.name"), f"k8s/{target}"
                     else:
                         assert peer["podSelector"].get("matchLabels"), f"k8s/{target}: empty podSelector"
-                if any("namespaceSelector" in p or "zerotune.io/ray-job-submitter" in json.dumps(p) for p in rule["from"]):
+                if any(
+                    "namespaceSelector" in p or "zerotune.io/ray-job-submitter" in json.dumps(p) for p in rule["from"]
+                ):
                     # outsiders get the client ports only, never GCS (6379)
                     assert {p["port"] for p in rule["ports"]} <= {DASHBOARD_PORT, 10001}, f"k8s/{target}"
-            own = [r for r in policy["spec"]["ingress"] if r["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]]
+            own = [
+                r
+                for r in policy["spec"]["ingress"]
+                if r["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]
+            ]
             assert own, f"k8s/{target}: the cluster's own pods must reach the head"
 
 
 def test_autoscaling_rbac_and_versions(rendered):
-    for target, docs in rendered.items():
+    for docs in rendered.values():
         clusters = [o for o in docs if o["kind"] == "RayCluster"]
         if not clusters:
             continue
@@ -268,11 +277,21 @@ def test_autoscaling_rbac_and_versions(rendered):
         bindings = [o for o in docs if o["kind"] == "RoleBinding" and any(s["name"] == sa for s in o["subjects"])]
         assert len(bindings) == 1
         role = next(o for o in docs if o["kind"] == "Role" and o["metadata"]["name"] == bindings[0]["roleRef"]["name"])
-        granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        granted = {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
         # exactly what KubeRay's autoscaler needs: no create/delete, no secrets, nothing cluster-wide
         assert granted == {
-            ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
-            ("ray.io", "rayclusters", "get"), ("ray.io", "rayclusters", "patch"),
+            ("", "pods", "get"),
+            ("", "pods", "list"),
+            ("", "pods", "watch"),
+            ("", "pods", "patch"),
+            ("ray.io", "rayclusters", "get"),
+            ("ray.io", "rayclusters", "patch"),
         }
         assert not [o for o in docs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
         for group in spec["workerGroupSpecs"]:
@@ -299,7 +318,9 @@ def test_sample_ray_job_runs_a_sweep_from_the_configmap_on_the_cluster(rendered)
     base_cluster = next(o for o in rendered["base"] if o["kind"] == "RayCluster")
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": base_cluster["metadata"]["name"]}
     head = base_cluster["spec"]["headGroupSpec"]["template"]["spec"]
-    config_volume = next(v for v in head["volumes"] if v.get("configMap", {}).get("name") == configmap["metadata"]["name"])
+    config_volume = next(
+        v for v in head["volumes"] if v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
+    )
     mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == config_volume["name"])
     entry = job["spec"]["entrypoint"].split()
     assert entry[:3] == ["zerotune", "sweep", "run"]

@@ -13,11 +13,20 @@ def test_paths_live_under_the_sweep_and_records_round_trip(tmp_path):
     assert sweep.exists() and sweep.read(sweep.config) == {"name": "s"} and sweep.read(sweep.summary, {}) == {}
     trial = sweep.trial("t1")
     trial.write_params(Params(params={"learning_rate": 1e-3}, started=5.0))
-    trial.records.write_fold(FoldRecord(fold=0, epochs_run=1, best_epoch=0, metrics={"f1_macro": 0.5}, history=[], val_sha="a"))
+    trial.records.write_fold(
+        FoldRecord(fold=0, epochs_run=1, best_epoch=0, metrics={"f1_macro": 0.5}, history=[], val_sha="a")
+    )
     assert sweep.trial_ids() == ["t1"] and trial.params() == Params(params={"learning_rate": 1e-3}, started=5.0)
     assert [f.score("f1_macro") for f in trial.records.folds()] == [0.5]
     assert sweep.trial("never-started").params() == Params(params={})
-    for path in (sweep.folds, sweep.data, sweep.refit_metrics, sweep.refit_model, sweep.report, sweep.train_run("x").metrics):
+    for path in (
+        sweep.folds,
+        sweep.data,
+        sweep.refit_metrics,
+        sweep.refit_model,
+        sweep.report,
+        sweep.train_run("x").metrics,
+    ):
         assert path.startswith(sweep.uri)
 
 

@@ -16,16 +16,21 @@ def _cfg(path, **kw):
 def test_reads_every_format(tmp_path, fmt):
     df = pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", "y", "x"]})
     if fmt == "csv":
-        path = tmp_path / "d.csv"; df.to_csv(path, index=False)
+        path = tmp_path / "d.csv"
+        df.to_csv(path, index=False)
     elif fmt == "tsv":
-        path = tmp_path / "d.tsv"; df.to_csv(path, sep="\t", index=False)
+        path = tmp_path / "d.tsv"
+        df.to_csv(path, sep="\t", index=False)
     elif fmt == "jsonl":
-        path = tmp_path / "d.jsonl"; df.to_json(path, orient="records", lines=True)
+        path = tmp_path / "d.jsonl"
+        df.to_json(path, orient="records", lines=True)
     elif fmt == "parquet":
-        path = tmp_path / "d.parquet"; df.to_parquet(path)
+        path = tmp_path / "d.parquet"
+        df.to_parquet(path)
     else:
         datasets = pytest.importorskip("datasets")
-        path = tmp_path / "ds"; datasets.Dataset.from_pandas(df).save_to_disk(str(path))
+        path = tmp_path / "ds"
+        datasets.Dataset.from_pandas(df).save_to_disk(str(path))
     out = read_table(_cfg(path))
     assert list(out["text"]) == ["a b", "c d", "e f"]
     assert list(out["label"]) == ["x", "y", "x"]

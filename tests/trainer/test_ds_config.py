@@ -7,7 +7,13 @@ from zerotune.errors import ConfigError
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_batch_arithmetic_and_stage(stage):
-    cfg = build_deepspeed_config(ds=DeepSpeedConfig(zero_stage=stage), train=TrainConfig(batch_size=8, grad_accum=4), world_size=3, steps_per_epoch=10, device="cpu")
+    cfg = build_deepspeed_config(
+        ds=DeepSpeedConfig(zero_stage=stage),
+        train=TrainConfig(batch_size=8, grad_accum=4),
+        world_size=3,
+        steps_per_epoch=10,
+        device="cpu",
+    )
     assert cfg["train_batch_size"] == 8 * 4 * 3
     assert cfg["zero_optimization"]["stage"] == stage
     assert cfg["bf16"]["enabled"] is False and cfg["fp16"]["enabled"] is False
@@ -18,18 +24,27 @@ def test_batch_arithmetic_and_stage(stage):
 def test_gpu_precision_offload_and_schedules():
     ds = DeepSpeedConfig(zero_stage=3, offload_optimizer=True, offload_params=True)
     train = TrainConfig(epochs=2, warmup_ratio=0.25, schedule="cosine", optimizer="sgd", momentum=0.8)
-    cfg = build_deepspeed_config(ds=ds, train=train, world_size=8, steps_per_epoch=50, device="cuda", bf16_supported=True)
+    cfg = build_deepspeed_config(
+        ds=ds, train=train, world_size=8, steps_per_epoch=50, device="cuda", bf16_supported=True
+    )
     assert cfg["bf16"]["enabled"] is True
     assert cfg["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
     assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
-    assert cfg["scheduler"] == {"type": "WarmupCosineLR", "params": {"total_num_steps": 100, "warmup_num_steps": 25, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0}}
+    assert cfg["scheduler"] == {
+        "type": "WarmupCosineLR",
+        "params": {"total_num_steps": 100, "warmup_num_steps": 25, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0},
+    }
     assert cfg["optimizer"]["type"] == "SGD" and cfg["optimizer"]["params"]["momentum"] == 0.8
-    old_gpu = build_deepspeed_config(ds=DeepSpeedConfig(), train=TrainConfig(), world_size=1, steps_per_epoch=1, device="cuda", bf16_supported=False)
+    old_gpu = build_deepspeed_config(
+        ds=DeepSpeedConfig(), train=TrainConfig(), world_size=1, steps_per_epoch=1, device="cuda", bf16_supported=False
+    )
     assert old_gpu["fp16"]["enabled"] is True
 
 
 def test_fp16_on_cpu_and_offload_without_stage_are_refused():
     with pytest.raises(ConfigError, match="not supported on CPU"):
-        build_deepspeed_config(ds=DeepSpeedConfig(precision="fp16"), train=TrainConfig(), world_size=1, steps_per_epoch=1, device="cpu")
+        build_deepspeed_config(
+            ds=DeepSpeedConfig(precision="fp16"), train=TrainConfig(), world_size=1, steps_per_epoch=1, device="cpu"
+        )
     with pytest.raises(ValueError, match="offload_params needs zero_stage: 3"):
         DeepSpeedConfig(zero_stage=2, offload_params=True)

@@ -3,8 +3,8 @@
 import pytest
 
 from trainer.config import ModelConfig
-from zerotune.errors import ConfigError
 from trainer.model import load_model
+from zerotune.errors import ConfigError
 
 
 def _count(params):
@@ -16,9 +16,17 @@ def _trainable(model):
 
 
 def test_partial_trains_exactly_the_top_blocks_pooler_and_head(tiny_bert_dir):
-    model = load_model(ModelConfig(path=str(tiny_bert_dir), method="partial", top_layers=1), "classification", label_names=["a", "b", "c"])
+    model = load_model(
+        ModelConfig(path=str(tiny_bert_dir), method="partial", top_layers=1),
+        "classification",
+        label_names=["a", "b", "c"],
+    )
     bert = model.bert
-    expected = _count(bert.encoder.layer[1].parameters()) + _count(bert.pooler.parameters()) + _count(model.classifier.parameters())
+    expected = (
+        _count(bert.encoder.layer[1].parameters())
+        + _count(bert.pooler.parameters())
+        + _count(model.classifier.parameters())
+    )
     assert _trainable(model) == expected
     assert not any(p.requires_grad for p in bert.embeddings.parameters())
     assert not any(p.requires_grad for p in bert.encoder.layer[0].parameters())
@@ -53,13 +61,21 @@ def test_lora_on_gpt2_adapts_the_fused_attention_projection(tiny_gpt2_dir):
 
 
 def test_prompt_tuning_trains_the_virtual_tokens_and_the_head(tiny_bert_dir):
-    model = load_model(ModelConfig(path=str(tiny_bert_dir), method="prompt-tuning", prompt_tokens=5, export_format="adapter"), "classification", label_names=["a", "b"])
+    model = load_model(
+        ModelConfig(path=str(tiny_bert_dir), method="prompt-tuning", prompt_tokens=5, export_format="adapter"),
+        "classification",
+        label_names=["a", "b"],
+    )
     assert _trainable(model) == 5 * 32 + (32 * 2 + 2)
 
 
 def test_unknown_lora_target_names_the_field(tiny_bert_dir):
     with pytest.raises(ConfigError) as err:
-        load_model(ModelConfig(path=str(tiny_bert_dir), method="lora", lora={"target_modules": ["q_proj"]}), "classification", label_names=["a", "b"])
+        load_model(
+            ModelConfig(path=str(tiny_bert_dir), method="lora", lora={"target_modules": ["q_proj"]}),
+            "classification",
+            label_names=["a", "b"],
+        )
     assert err.value.problems[0][0] == "model.lora.target_modules"
 
 

@@ -19,7 +19,9 @@ def test_classification_metrics_match_hand_counts():
 
 
 def test_binary_roc_is_exact():
-    m = classification_metrics(np.array([[0, 1], [0, 2], [3, 0], [1, 0]], dtype=float), np.array([1, 1, 0, 0]), ["n", "p"], eval_loss=0)
+    m = classification_metrics(
+        np.array([[0, 1], [0, 2], [3, 0], [1, 0]], dtype=float), np.array([1, 1, 0, 0]), ["n", "p"], eval_loss=0
+    )
     assert m["roc_auc"] == 1.0
 
 
@@ -47,8 +49,14 @@ def test_classification_metrics_agree_with_scikit_learn():
         assert m["accuracy"] == sk.accuracy_score(labels, preds)
         assert m["confusion_matrix"] == sk.confusion_matrix(labels, preds, labels=ids).tolist()
         p, r, f, support = sk.precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
-        np.testing.assert_allclose([m["precision_macro"], m["recall_macro"], m["f1_macro"]], [p.mean(), r.mean(), f.mean()], atol=1e-12)
-        np.testing.assert_allclose([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()], np.c_[p, r, f, support], atol=1e-12)
+        np.testing.assert_allclose(
+            [m["precision_macro"], m["recall_macro"], m["f1_macro"]], [p.mean(), r.mean(), f.mean()], atol=1e-12
+        )
+        np.testing.assert_allclose(
+            [[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()],
+            np.c_[p, r, f, support],
+            atol=1e-12,
+        )
         present = np.unique(labels)
         if n == 2 and len(present) == 2:
             assert math.isclose(m["roc_auc"], sk.roc_auc_score(labels, probs[:, 1]))
@@ -61,7 +69,10 @@ def test_classification_metrics_agree_with_scikit_learn():
             if 0 < (labels == c).sum() < rows:
                 fpr, tpr, _ = sk.roc_curve(labels == c, probs[:, c])
                 keep = np.linspace(0, len(fpr) - 1, min(len(fpr), 50)).astype(int)
-                assert m["roc_curves"][names[c]] == {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
+                assert m["roc_curves"][names[c]] == {
+                    "fpr": fpr[keep].round(4).tolist(),
+                    "tpr": tpr[keep].round(4).tolist(),
+                }
 
 
 def test_regression_metrics_agree_with_scikit_learn():
@@ -78,5 +89,7 @@ def test_regression_metrics_agree_with_scikit_learn():
 
 def test_diverged_logits_have_no_roc():
     with np.errstate(invalid="ignore"):
-        m = classification_metrics(np.array([[np.nan, 1.0], [0.0, np.inf]]), np.array([0, 1]), ["a", "b"], eval_loss=float("nan"))
+        m = classification_metrics(
+            np.array([[np.nan, 1.0], [0.0, np.inf]]), np.array([0, 1]), ["a", "b"], eval_loss=float("nan")
+        )
     assert math.isnan(m["roc_auc"]) and m["roc_curves"] == {}

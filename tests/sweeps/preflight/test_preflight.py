@@ -1,4 +1,5 @@
-"""sweeps/preflight: one pre-flight for `sweep run` and `sweep validate`; the cluster is asked only once the data passed."""
+"""sweeps/preflight: one pre-flight for `sweep run` and `sweep validate`;
+the cluster is asked only once the data passed."""
 
 import pytest
 
@@ -9,8 +10,15 @@ from zerotune.errors import ConfigError
 
 
 def _cfg(tmp_path, model_dir, data, **over):
-    raw = {"name": "p", "model": {"path": str(model_dir)}, "data": {"path": str(data)}, "folds": {"k": 3},
-           "scaling": {"num_workers": 2}, "search": {"space": {"batch_size": [4, 8]}}, "storage": {"path": str(tmp_path)}}
+    raw = {
+        "name": "p",
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(data)},
+        "folds": {"k": 3},
+        "scaling": {"num_workers": 2},
+        "search": {"space": {"batch_size": [4, 8]}},
+        "storage": {"path": str(tmp_path)},
+    }
     return load_config(raw={**raw, **over})
 
 
@@ -41,5 +49,7 @@ def test_concurrency_is_what_the_free_resources_fit(tmp_path, tiny_bert_dir, key
     cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv)  # 2 workers x 1 CPU per trial, 8 trials
     assert max_concurrent(cfg, {"CPU": 7.0}) == 3
     assert max_concurrent(cfg, {"CPU": 1.0}) == 1  # never 0: a trial waits for resources instead
-    capped = _cfg(tmp_path, tiny_bert_dir, keyword_csv, search={"space": {"batch_size": [4]}, "max_concurrent_trials": 2})
+    capped = _cfg(
+        tmp_path, tiny_bert_dir, keyword_csv, search={"space": {"batch_size": [4]}, "max_concurrent_trials": 2}
+    )
     assert max_concurrent(capped, {"CPU": 64.0}) == 2

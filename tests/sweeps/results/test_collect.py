@@ -1,4 +1,5 @@
-"""sweeps/results/collect.py: a trial's state and reason come from its records (one classifier), the best from the registry."""
+"""sweeps/results/collect.py: a trial's state and reason come from its records (one classifier),
+the best from the registry."""
 
 from types import SimpleNamespace
 
@@ -14,12 +15,29 @@ def _cfg(tmp_path, metric=None):
     search = {"num_trials": 4, "space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}}
     if metric:
         search["metric"] = metric
-    return load_config(raw={"name": "s", "data": {"path": "x.csv"}, "folds": {"k": 3}, "search": search, "storage": {"path": str(tmp_path)}})
+    return load_config(
+        raw={
+            "name": "s",
+            "data": {"path": "x.csv"},
+            "folds": {"k": 3},
+            "search": search,
+            "storage": {"path": str(tmp_path)},
+        }
+    )
 
 
 def _fold(fold, score, diverged=None):
-    return FoldRecord(fold=fold, epochs_run=1, best_epoch=0, metrics={"f1_macro": score, "eval_loss": score}, history=[{"time": 2.0}],
-                      val_sha="x", trainable_params=10, total_params=10, diverged=diverged)
+    return FoldRecord(
+        fold=fold,
+        epochs_run=1,
+        best_epoch=0,
+        metrics={"f1_macro": score, "eval_loss": score},
+        history=[{"time": 2.0}],
+        val_sha="x",
+        trainable_params=10,
+        total_params=10,
+        diverged=diverged,
+    )
 
 
 def _trial(sweep, tid, scores, **kw):
@@ -39,7 +57,9 @@ def _record(sweep, tid, result=None):
 def test_states_and_reasons_come_from_the_records(tmp_path):
     sweep = SweepDir.of(_cfg(tmp_path))
     _trial(sweep, "done", [0.5, 0.6, 0.7])
-    _trial(sweep, "oom", [], oom=OomRecord(fold=0, epoch=1, step=4, rank=1, error="RuntimeError: can't allocate memory"))
+    _trial(
+        sweep, "oom", [], oom=OomRecord(fold=0, epoch=1, step=4, rank=1, error="RuntimeError: can't allocate memory")
+    )
     _trial(sweep, "nan", [0.4], diverged={"fold": 0, "epoch": 0, "step": 3, "loss": "nan"})
     _trial(sweep, "pruned", [0.1])
     _trial(sweep, "running", [0.2])
@@ -51,7 +71,9 @@ def test_states_and_reasons_come_from_the_records(tmp_path):
         "nan": _record(sweep, "nan", told),
         "pruned": _record(sweep, "pruned", SimpleNamespace(metrics={"folds_done": 1}, error=None, path="")),
         "running": _record(sweep, "running"),
-        "crash": _record(sweep, "crash", SimpleNamespace(metrics={}, error=ValueError("bad tokenizer\nTraceback ..."), path="")),
+        "crash": _record(
+            sweep, "crash", SimpleNamespace(metrics={}, error=ValueError("bad tokenizer\nTraceback ..."), path="")
+        ),
     }
     assert {k: (r["state"], r["reason"]) for k, r in rows.items()} == {
         "done": ("completed", None),
@@ -61,7 +83,11 @@ def test_states_and_reasons_come_from_the_records(tmp_path):
         "running": ("unfinished", None),
         "crash": ("failed", "error: bad tokenizer"),
     }
-    assert rows["done"]["mean"] == pytest.approx(0.6) and rows["done"]["duration_s"] == 6.0 and rows["done"]["worker_seconds"] == 12.0
+    assert (
+        rows["done"]["mean"] == pytest.approx(0.6)
+        and rows["done"]["duration_s"] == 6.0
+        and rows["done"]["worker_seconds"] == 12.0
+    )
 
 
 @pytest.mark.parametrize(("metric", "best"), [("f1_macro", "high"), ("eval_loss", "low")])

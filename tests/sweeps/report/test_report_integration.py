@@ -52,15 +52,35 @@ def test_report_from_storage_has_every_section(report):
     assert best["deepspeed"]["zero_optimization"]["stage"] == 1
     assert best["config"]["train"]["learning_rate"] == pytest.approx(best["params"]["learning_rate"])
     for t in facts["trials"]:
-        assert t["state"] in {"completed", "pruned", "failed"} and t["duration_s"] is not None and t["worker_seconds"] is not None
+        assert (
+            t["state"] in {"completed", "pruned", "failed"}
+            and t["duration_s"] is not None
+            and t["worker_seconds"] is not None
+        )
         assert t["gpu_hours"] == 0.0
-    expected = {"optimisation_history", "importances", "fold_spread", "confusion_matrix", "roc_curves", "loss_curve", "refit_confusion_matrix"}
+    expected = {
+        "optimisation_history",
+        "importances",
+        "fold_spread",
+        "confusion_matrix",
+        "roc_curves",
+        "loss_curve",
+        "refit_confusion_matrix",
+    }
     assert expected <= set(report["plots"]), facts["notes"]
     for path in report["plots"].values():
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = Path(files["md"]).read_text()
-    for heading in ("## Summary", "## Best trial", "## Best trial: effective config", "## All trials", "## Parameter importances",
-                    "## Plots", "## Best trial: effective DeepSpeed config", "## Refit: test split beside the cross-validation estimate"):
+    for heading in (
+        "## Summary",
+        "## Best trial",
+        "## Best trial: effective config",
+        "## All trials",
+        "## Parameter importances",
+        "## Plots",
+        "## Best trial: effective DeepSpeed config",
+        "## Refit: test split beside the cross-validation estimate",
+    ):
         assert heading in md
     for plot in facts["plots"].values():
         assert f"]({plot['file']})" in md and (Path(files["md"]).parent / plot["file"]).is_file()
@@ -89,9 +109,21 @@ def test_html_opens_in_headless_chromium_without_missing_images(report, tmp_path
         assert src and src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))).verify()
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           "--window-size=1200,2000", html_path.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        html_path.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), proc.stderr[-2000:]
     image = Image.open(shot).convert("L")
@@ -109,10 +141,18 @@ def test_pruned_and_failed_trials_are_shown_and_json_validates(report):
     by_state = {t["state"]: t for t in facts["trials"]}
     assert {"completed", "pruned", "failed"} <= set(by_state), [(t["state"], t["params"]) for t in facts["trials"]]
     failed = sorted(t["reason"] for t in facts["trials"] if t["state"] == "failed")
-    assert len(failed) == 2 and failed[0].startswith("diverged at fold 0 epoch 0 step ") and failed[1] == "out-of-memory at fold 0 epoch 0 step 0", failed
+    assert (
+        len(failed) == 2
+        and failed[0].startswith("diverged at fold 0 epoch 0 step ")
+        and failed[1] == "out-of-memory at fold 0 epoch 0 step 0"
+    ), failed
     assert by_state["pruned"]["folds_done"] < 3
     md = Path(report["files"]["md"]).read_text()
-    assert "| pruned (stopped after" in md and "| failed (diverged at fold 0" in md and "| failed (out-of-memory at fold 0" in md
+    assert (
+        "| pruned (stopped after" in md
+        and "| failed (diverged at fold 0" in md
+        and "| failed (out-of-memory at fold 0" in md
+    )
     html = Path(report["files"]["html"]).read_text()
     assert "state-failed" in html and "state-pruned" in html
     document = json.loads(Path(report["files"]["json"]).read_text())
@@ -147,7 +187,9 @@ def test_refit_test_metrics_in_report_and_export_reloads(sweep, report):
     probe = json.loads((model_dir / "engine_predictions.json").read_text())
     assert probe["row_ids"] == folds["test"]
     enc = tok(texts, truncation=True, max_length=cfg.model.max_length, padding=True, return_tensors="pt")
-    assert [ids[: int(m.sum())].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])] == probe["rows"]
+    assert [
+        ids[: int(m.sum())].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)
+    ] == probe["rows"]
     with torch.no_grad():
         logits = model(**enc).logits.numpy()
     np.testing.assert_allclose(logits, np.asarray(probe["values"]), atol=1e-4)
@@ -161,16 +203,47 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
 
     _, _, root, _ = sweep
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "report", root.name, "--storage", str(root.parent), "--format", "json", "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "report",
+            root.name,
+            "--storage",
+            str(root.parent),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     jsonschema.validate(json.loads(proc.stdout), _schema())
     rows = pd.read_csv(VADER / "amazon_reviews.csv").head(200)
     rows.to_csv(tmp_path / "amazon.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "predict", str(root / "refit" / "model"), "--input", str(tmp_path / "amazon.csv"), "--output", str(tmp_path / "pred.csv")],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "predict",
+            str(root / "refit" / "model"),
+            "--input",
+            str(tmp_path / "amazon.csv"),
+            "--output",
+            str(tmp_path / "pred.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = pd.read_csv(tmp_path / "pred.csv")
     assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()
     assert "rows/s" in proc.stdout
-

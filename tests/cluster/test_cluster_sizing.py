@@ -1,4 +1,4 @@
-"""cluster/render.py: worker sizing from a sweep config, and the patch applying to the base."""
+"""cluster/sizing.py: worker sizing from a sweep config, and the patch applying to the base."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
     ],
 )
 def test_worker_plan(concurrent, per_trial, use_gpu, cpus, workers, gpus, pod_cpus):
-    plan = worker_plan(name="s", num_workers=per_trial, use_gpu=use_gpu, cpus_per_worker=cpus,
-                       max_concurrent_trials=concurrent)
+    plan = worker_plan(
+        name="s", num_workers=per_trial, use_gpu=use_gpu, cpus_per_worker=cpus, max_concurrent_trials=concurrent
+    )
     assert (plan["workers"], plan["gpus_per_worker"], plan["cpus_per_worker"]) == (workers, gpus, pod_cpus)
     assert plan["memory_per_worker"] == f"{pod_cpus * 4}Gi"
 
@@ -36,12 +37,16 @@ def test_invalid_sizes_are_reported_together():
     with pytest.raises(ConfigError) as err:
         worker_plan(name="s", num_workers=0, use_gpu=False, cpus_per_worker=0, max_concurrent_trials=0)
     assert [f for f, _, _ in err.value.problems] == [
-        "scaling.num_workers", "scaling.cpus_per_worker", "search.max_concurrent_trials"]
+        "scaling.num_workers",
+        "scaling.cpus_per_worker",
+        "search.max_concurrent_trials",
+    ]
 
 
 def test_gpu_patch_requests_equal_limits():
-    ops = raycluster_patch(plan=worker_plan(name="s", num_workers=2, use_gpu=True, cpus_per_worker=4,
-                                            max_concurrent_trials=3))
+    ops = raycluster_patch(
+        plan=worker_plan(name="s", num_workers=2, use_gpu=True, cpus_per_worker=4, max_concurrent_trials=3)
+    )
     resources = ops[-1]["value"]
     assert resources["requests"] == resources["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
     assert {"op": "replace", "path": "/spec/workerGroupSpecs/0/maxReplicas", "value": 6} in ops
@@ -55,11 +60,19 @@ def test_rendered_patch_applies_to_the_base(tmp_path, use_gpu):
     shutil.copytree(REPO / "k8s", tmp_path / "k8s")
     overlay.mkdir()
     (overlay / "raycluster.demo.yaml").write_text(render_patch_yaml(plan=plan))
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["../k8s/base"],
-        "patches": [{"path": "raycluster.demo.yaml",
-                     "target": {"group": "ray.io", "version": "v1", "kind": "RayCluster", "name": "zerotune"}}],
-    }))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["../k8s/base"],
+                "patches": [
+                    {
+                        "path": "raycluster.demo.yaml",
+                        "target": {"group": "ray.io", "version": "v1", "kind": "RayCluster", "name": "zerotune"},
+                    }
+                ],
+            }
+        )
+    )
     done = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     cluster = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "RayCluster")
@@ -71,11 +84,16 @@ def test_rendered_patch_applies_to_the_base(tmp_path, use_gpu):
 
 def test_cli_render_reads_the_sweep_config(tmp_path, capsys):
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "topics", "data": {"path": "data.csv"},
-        "scaling": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 3},
-        "search": {"max_concurrent_trials": 2},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "topics",
+                "data": {"path": "data.csv"},
+                "scaling": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 3},
+                "search": {"max_concurrent_trials": 2},
+            }
+        )
+    )
     assert main(["cluster", "render", str(config), "search.max_concurrent_trials=3", "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)["plan"]
     assert (plan["sweep"], plan["workers"], plan["gpus_per_worker"]) == ("topics", 6, 1)

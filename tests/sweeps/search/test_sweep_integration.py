@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +32,10 @@ def test_every_trial_is_scored_on_the_same_folds(sweep):
 def test_one_worker_group_per_trial_and_one_tokenisation_per_sweep(sweep):
     summary, root = sweep
     for trial in summary["trials"]:
-        starts = [json.loads(p.read_text()) for p in (root / "trials" / trial["trial_id"] / "records" / "starts").glob("fold-*.json")]
+        starts = [
+            json.loads(p.read_text())
+            for p in (root / "trials" / trial["trial_id"] / "records" / "starts").glob("fold-*.json")
+        ]
         if trial["state"] == "completed":
             assert len(starts) == trial["folds_done"]  # no fold re-run
         else:  # a stop can land while the next fold is being set up; a failed fold may go unrecorded
@@ -72,7 +74,11 @@ def test_out_of_memory_fails_its_trial_once_and_the_sweep_goes_on(sweep):
 
     summary, root = sweep
     oom = [t for t in summary["trials"] if t["params"]["batch_size"] == OOM_BATCH]
-    assert len(oom) == 1 and oom[0]["state"] == "failed" and oom[0]["reason"].startswith("out-of-memory at fold 0 epoch 0 step 0"), oom
+    assert (
+        len(oom) == 1
+        and oom[0]["state"] == "failed"
+        and oom[0]["reason"].startswith("out-of-memory at fold 0 epoch 0 step 0")
+    ), oom
     assert len(summary["trials"]) == 4  # the sweep went on after the failure
     diverged = [t["reason"] for t in summary["trials"] if t["state"] == "failed" and t not in oom]
     assert len(diverged) == 1 and diverged[0].startswith("diverged at fold 0 epoch 0 step "), diverged
@@ -92,9 +98,16 @@ def test_status_reads_storage_only(sweep):
     import sys
 
     summary, root = sweep
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "status", str(root), "--format", "json"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps", "sweep", "status", str(root), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
     assert status["best"]["trial_id"] == summary["best"]["trial_id"]
-    table = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "status", str(root)], capture_output=True, text=True, timeout=60).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "sweeps", "sweep", "status", str(root)], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "pruned" in table and f"best trial {summary['best']['trial_id']}" in table

@@ -16,12 +16,17 @@ def _export(tiny_bert_dir: Path, out: Path, *, task: str) -> Path:
     """What a refit exports: weights, tokenizer, labels and zerotune.json."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {
-        "num_labels": 3, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    kwargs = (
+        {"num_labels": 1, "problem_type": "regression"}
+        if task == "regression"
+        else {"num_labels": 3, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    )
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, ignore_mismatched_sizes=True, **kwargs)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
-    (out / "zerotune.json").write_text(json.dumps({"task": task, "max_length": 64, "labels": LABELS if task != "regression" else None}))
+    (out / "zerotune.json").write_text(
+        json.dumps({"task": task, "max_length": 64, "labels": LABELS if task != "regression" else None})
+    )
     return out
 
 
@@ -39,7 +44,10 @@ def amazon_slice(tmp_path_factory):
 
 def test_predict_csv_writes_one_row_per_input_and_prints_throughput(classifier, amazon_slice, tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(classifier), "--input", str(amazon_slice), "--output", str(out), "--batch-size", "16"]) == 0
+    assert (
+        main(["predict", str(classifier), "--input", str(amazon_slice), "--output", str(out), "--batch-size", "16"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "predicted 150 rows" in printed and "rows/s" in printed
     pred = pd.read_csv(out)
@@ -51,7 +59,9 @@ def test_predict_csv_writes_one_row_per_input_and_prints_throughput(classifier, 
 
 def test_predict_jsonl_with_another_text_column_as_json(classifier, tmp_path, capsys):
     src = tmp_path / "rows.jsonl"
-    pd.DataFrame({"review": ["great phone", "awful battery", "", "it is a phone"]}).to_json(src, orient="records", lines=True)
+    pd.DataFrame({"review": ["great phone", "awful battery", "", "it is a phone"]}).to_json(
+        src, orient="records", lines=True
+    )
     assert main(["predict", str(classifier), "--input", str(src), "--text-column", "review", "--format", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["rows"] == 4 and len(result["predictions"]) == 4 and result["rows_per_s"] > 0
