@@ -31,7 +31,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	# Headless Chromium for the report screenshot test (Debian package; needs root, skipped with a note otherwise).
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report screenshot test will be skipped"
-	$(BIN)/python -m pytest tests --durations=25
+	# Unit tests first (under a minute), so a failure shows before the integration tests (real Ray fits) start.
+	$(BIN)/python -m pytest -m "not integration" tests
+	$(BIN)/python -m pytest -m integration tests --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" tests

@@ -3,6 +3,8 @@
 Every function takes an `ApiClient` (from `connect`) so tests can point it at a local
 HTTP server. Objects are handled as plain dicts (the JSON the API server sends), which
 is what custom objects are anyway and keeps pods and RayClusters alike.
+
+Scaling (which fields to patch, with or without the autoscaler) is in cluster/scale.py.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 DEFAULT_NAME = "zerotune"
 DEFAULT_NAMESPACE = "zerotune"
 JSON_PATCH = "application/json-patch+json"
+DEFAULT_IDLE_TIMEOUT_S = 60  # Ray's, when autoscalerOptions.idleTimeoutSeconds is unset
+# What the API server answers when a JSON patch cannot apply (a `test` op failed or a path is gone):
+# 422 with this generic message and no causes. Schema and admission errors name their fields instead.
+PATCH_NOT_APPLIED = "the server rejected our request due to an error in our request"
 
 
 def connect(*, kubeconfig: str | None = None, context: str | None = None):
@@ -50,7 +56,7 @@ def _call(what: str, fn: Callable[[], Any], *, name: str, namespace: str) -> Any
     try:
         return fn()
     except ApiException as exc:
-        status = exc.status
+        status, body = exc.status, _body(exc)
         if status == 404:
             raise ClusterError(
                 f"RayCluster {name!r} not found in namespace {namespace!r} ({what})",
@@ -61,12 +67,21 @@ def _call(what: str, fn: Callable[[], Any], *, name: str, namespace: str) -> Any
                 f"the Kubernetes API refused to {what} (HTTP {status})",
                 fix=f"use a kubeconfig/context whose user may get/patch rayclusters and list pods in {namespace!r}",
             ) from None
-        if status in (409, 422):
+        causes = (body.get("details") or {}).get("causes") or []
+        if status == 409 or (status == 422 and not causes and body.get("message") == PATCH_NOT_APPLIED):
             raise ClusterError(
-                f"the RayCluster changed while trying to {what} (HTTP {status}): {_reason(exc)}",
+                f"the RayCluster changed while trying to {what} (HTTP {status})",
                 fix="the autoscaler or someone else edited it; run the command again",
             ) from None
-        raise ClusterError(f"could not {what}: HTTP {status} {_reason(exc)}") from None
+        if status == 422:
+            fields = "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}" for c in causes)
+            raise ClusterError(
+                f"the API server rejected the change ({what}): {body.get('message') or exc.reason}"
+                + (f" [{fields}]" if fields else ""),
+                fix="running again will not help: check that the KubeRay CRDs are v1.6.2 or newer "
+                "(`kubectl get crd rayclusters.ray.io -o yaml`) and report this if they are",
+            ) from None
+        raise ClusterError(f"could not {what}: HTTP {status} {body.get('message') or exc.reason}") from None
     except HTTPError as exc:
         raise ClusterError(
             f"cannot reach the Kubernetes API server to {what}: {exc}",
@@ -74,11 +89,12 @@ def _call(what: str, fn: Callable[[], Any], *, name: str, namespace: str) -> Any
         ) from None
 
 
-def _reason(exc) -> str:
+def _body(exc) -> dict:
     try:
-        return json.loads(exc.body).get("message") or exc.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
+        body = json.loads(exc.body)
+        return body if isinstance(body, dict) else {}
+    except (TypeError, ValueError):
+        return {}
 
 
 def get_raycluster(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE) -> dict:
@@ -88,6 +104,20 @@ def get_raycluster(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NA
     return _call(
         "get the RayCluster",
         lambda: objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+        name=name,
+        namespace=namespace,
+    )
+
+
+def patch_raycluster(ops: list[dict], *, api, what: str, name: str, namespace: str) -> dict:
+    from kubernetes import client
+
+    objects = client.CustomObjectsApi(api)
+    return _call(
+        what,
+        lambda: objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, ops, _content_type=JSON_PATCH
+        ),
         name=name,
         namespace=namespace,
     )
@@ -107,9 +137,13 @@ def list_pods(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPA
     return json.loads(response.data).get("items", [])
 
 
+def _meta(obj: dict) -> dict:
+    return obj.get("metadata") or {}
+
+
 def _pod_ready(pod: dict) -> bool:
     status = pod.get("status") or {}
-    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+    if status.get("phase") != "Running" or _meta(pod).get("deletionTimestamp"):
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
@@ -122,47 +156,79 @@ def _pod_gpus(pod: dict) -> int:
     return total
 
 
+def desired_replicas(group: dict) -> int:
+    """What the operator creates pods for: replicas clamped to [minReplicas, maxReplicas], times hosts."""
+    low, high = int(group.get("minReplicas") or 0), group.get("maxReplicas")
+    replicas = max(int(group.get("replicas") or 0), low)
+    if high is not None:
+        replicas = min(replicas, int(high))
+    return replicas * max(1, int(group.get("numOfHosts") or 1))
+
+
+def _state(status: dict) -> str:
+    """The cluster's state from its conditions (KubeRay deprecated `status.state` for them)."""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if not conditions:
+        return "unknown (no status conditions: needs KubeRay v1.6.2 or newer)"
+    if (conditions.get("RayClusterSuspended") or {}).get("status") == "True":
+        return "suspended"
+    failure = conditions.get("ReplicaFailure") or {}
+    if failure.get("status") == "True":
+        return f"replica failure: {failure.get('message') or failure.get('reason')}"
+    provisioned = (conditions.get("RayClusterProvisioned") or {}).get("status") == "True"
+    head = (conditions.get("HeadPodReady") or {}).get("status") == "True"
+    return ("provisioned" if provisioned else "provisioning") + ("" if head else ", head not ready")
+
+
 def summarize(*, raycluster: dict, pods: list[dict]) -> dict:
     """Pure: what `zerotune cluster status` shows, from the RayCluster and its pods."""
-    meta, spec = raycluster.get("metadata") or {}, raycluster.get("spec") or {}
+    meta, spec = _meta(raycluster), raycluster.get("spec") or {}
     status = raycluster.get("status") or {}
     name, namespace = meta.get("name", ""), meta.get("namespace", "")
     by_type: dict[str, list[dict]] = {"head": [], "worker": []}
     for pod in pods:
-        kind = ((pod.get("metadata") or {}).get("labels") or {}).get("ray.io/node-type")
-        by_type.setdefault(kind, []).append(pod)
+        by_type.setdefault((_meta(pod).get("labels") or {}).get("ray.io/node-type"), []).append(pod)
     heads = by_type["head"]
     groups = []
     for group in spec.get("workerGroupSpecs") or []:
         members = [
-            p
-            for p in by_type["worker"]
-            if ((p.get("metadata") or {}).get("labels") or {}).get("ray.io/group") == group["groupName"]
+            p for p in by_type["worker"] if (_meta(p).get("labels") or {}).get("ray.io/group") == group["groupName"]
         ]
-        ready = [p for p in members if _pod_ready(p)]
+        named = set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
+        leaving = [p for p in members if _meta(p).get("deletionTimestamp") or _meta(p)["name"] in named]
+        ready = [p for p in members if _pod_ready(p) and p not in leaving]
         groups.append(
             {
                 "group": group["groupName"],
-                "desired": int(group.get("replicas", 0) or 0),
-                "min": int(group.get("minReplicas", 0) or 0),
-                "max": int(group.get("maxReplicas", 0) or 0),
+                "desired": desired_replicas(group),
+                "replicas": int(group.get("replicas") or 0),
+                "min": int(group.get("minReplicas") or 0),
+                "max": int(group.get("maxReplicas") or 0),
+                "live": len(members) - len(leaving),
                 "ready": len(ready),
+                "leaving": sorted(_meta(p)["name"] for p in leaving),
                 "gpus_ready": sum(_pod_gpus(p) for p in ready),
             }
         )
-    head_status = status.get("head") or {}
-    service = head_status.get("serviceName") or f"{name}-head-svc"
+    service = (status.get("head") or {}).get("serviceName") or f"{name}-head-svc"
     port = (status.get("endpoints") or {}).get("dashboard", "8265")
+    autoscaling = bool(spec.get("enableInTreeAutoscaling"))
     return {
         "name": name,
         "namespace": namespace,
-        "state": status.get("state") or "unknown",
+        "state": _state(status),
         "ray_version": spec.get("rayVersion") or "unset",
-        "autoscaling": bool(spec.get("enableInTreeAutoscaling")),
+        "autoscaling": autoscaling,
+        "idle_timeout_s": int((spec.get("autoscalerOptions") or {}).get("idleTimeoutSeconds") or DEFAULT_IDLE_TIMEOUT_S)
+        if autoscaling
+        else None,
         "head_ready": any(_pod_ready(p) for p in heads),
-        "head_pod": heads[0]["metadata"]["name"] if heads else None,
+        "head_pod": _meta(heads[0])["name"] if heads else None,
         "workers_desired": sum(g["desired"] for g in groups),
+        "workers_min": sum(g["min"] for g in groups),
+        "workers_live": sum(g["live"] for g in groups),
         "workers_ready": sum(g["ready"] for g in groups),
+        "workers_leaving": sum(len(g["leaving"]) for g in groups),
         "gpus_ready": sum(g["gpus_ready"] for g in groups),
         "groups": groups,
         # In-cluster address; from outside: `kubectl port-forward svc/<service> 8265:8265`.
@@ -177,86 +243,20 @@ def cluster_status(*, api, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NA
     return summarize(raycluster=raycluster, pods=pods)
 
 
-def _pick_group(raycluster: dict, group: str | None) -> tuple[int, dict]:
-    groups = (raycluster.get("spec") or {}).get("workerGroupSpecs") or []
-    names = [g.get("groupName") for g in groups]
-    if group is None:
-        if len(groups) == 1:
-            return 0, groups[0]
-        raise ClusterError(
-            f"the RayCluster has {len(groups)} worker groups ({', '.join(map(str, names)) or 'none'})",
-            field="group",
-            fix="name one with --group",
+def _undoable(status: dict, workers: int | None) -> str | None:
+    """Why waiting for `workers` would report a state the cluster will not keep, or None."""
+    if workers is None:
+        return None
+    if workers > sum(g["max"] for g in status["groups"]):
+        return f"the worker groups allow at most {sum(g['max'] for g in status['groups'])} workers"
+    if status["autoscaling"] and workers > status["workers_min"]:
+        return (
+            f"autoscaling is on and minReplicas is {status['workers_min']}: the autoscaler removes idle workers above "
+            f"it after {status['idle_timeout_s']} s, so {workers} ready workers would not stay"
         )
-    if group not in names:
-        raise ClusterError(
-            f"no worker group {group!r}; the RayCluster has: {', '.join(map(str, names)) or 'none'}",
-            field="group",
-            fix="pass one of those names to --group",
-        )
-    index = names.index(group)
-    return index, groups[index]
-
-
-def scale_patch(*, index: int, group: dict, workers: int) -> list[dict]:
-    """Pure: the JSON patch that sets one worker group's replicas.
-
-    The `test` ops make the API server reject the patch (422) if the group moved to another
-    index or the autoscaler changed replicas since we read it, instead of clobbering it.
-    """
-    base = f"/spec/workerGroupSpecs/{index}"
-    ops: list[dict] = [{"op": "test", "path": f"{base}/groupName", "value": group["groupName"]}]
-    if "replicas" in group:
-        ops.append({"op": "test", "path": f"{base}/replicas", "value": group["replicas"]})
-        ops.append({"op": "replace", "path": f"{base}/replicas", "value": workers})
-    else:
-        ops.append({"op": "add", "path": f"{base}/replicas", "value": workers})
-    return ops
-
-
-def scale_workers(
-    *, api, workers: int, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE, group: str | None = None
-) -> dict:
-    """Set a worker group's replicas within [minReplicas, maxReplicas]; refuse before patching."""
-    from kubernetes import client
-
-    if workers < 0:
-        raise ClusterError(
-            f"--workers must be >= 0, got {workers}", field="workers", fix="pass a count like --workers 2"
-        )
-    raycluster = get_raycluster(api=api, name=name, namespace=namespace)
-    index, spec = _pick_group(raycluster, group)
-    low, high = int(spec.get("minReplicas", 0) or 0), int(spec.get("maxReplicas", 0) or 0)
-    if not low <= workers <= high:
-        raise ClusterError(
-            f"worker group {spec['groupName']!r} allows {low}..{high} replicas, asked for {workers}",
-            field="workers",
-            fix=f"pass --workers between {low} and {high}, or raise maxReplicas in your overlay and re-apply it",
-        )
-    before = spec.get("replicas")
-    patch = scale_patch(index=index, group=spec, workers=workers)
-    objects = client.CustomObjectsApi(api)
-    _call(
-        "patch the RayCluster's replicas",
-        lambda: objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
-        ),
-        name=name,
-        namespace=namespace,
-    )
-    result = {
-        "name": name,
-        "namespace": namespace,
-        "group": spec["groupName"],
-        "from": before,
-        "to": workers,
-        "min": low,
-        "max": high,
-    }
-    if (raycluster.get("spec") or {}).get("enableInTreeAutoscaling"):
-        # The autoscaler owns replicas: idle workers above minReplicas go after its idle timeout.
-        result["note"] = "autoscaling is on: idle workers above minReplicas are removed after the idle timeout"
-    return result
+    if not status["autoscaling"] and workers != status["workers_desired"]:
+        return f"the RayCluster asks for {status['workers_desired']} workers, not {workers}"
+    return None
 
 
 def wait_ready(
@@ -270,18 +270,32 @@ def wait_ready(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict:
-    """Poll until the head is ready and `workers` (default: the desired count) workers are."""
+    """Poll until the head is ready and the workers are: the desired count (at least), or exactly `workers`,
+    with no pod still leaving. Fails at once when the spec will not keep `workers` (see _undoable)."""
     deadline = clock() + timeout_s
     while True:
         status = cluster_status(api=api, name=name, namespace=namespace)
+        why = _undoable(status, workers)
+        if why:
+            raise ClusterError(
+                f"will not wait for {workers} workers: {why}",
+                field="workers",
+                fix=f"run `zerotune cluster scale --workers {workers}` first (it sets minReplicas when autoscaling)",
+            )
+        ready, live, leaving = status["workers_ready"], status["workers_live"], status["workers_leaving"]
         wanted = status["workers_desired"] if workers is None else workers
-        if status["head_ready"] and status["workers_ready"] >= wanted:
+        done = ready >= wanted and not leaving and (workers is None or live == workers)
+        if status["head_ready"] and done:
             return status
         if clock() >= deadline:
             head = "ready" if status["head_ready"] else "not ready"
+            extra = f", {leaving} leaving" if leaving else ""
+            if workers is not None and live > workers:
+                idle_s = status["idle_timeout_s"]
+                extra += f", {live - workers} above the target (busy workers leave once idle for {idle_s} s)"
             raise ClusterError(
                 f"RayCluster {name!r} not ready after {timeout_s:g}s: head {head}, "
-                f"{status['workers_ready']}/{wanted} workers ready (state {status['state']})",
+                f"{ready}/{wanted} workers ready{extra} ({status['state']})",
                 fix=f"see `kubectl -n {namespace} get pods -l ray.io/cluster={name}` and "
                 "`kubectl describe pod` for pending GPUs or image pulls; or pass a longer --timeout",
             )

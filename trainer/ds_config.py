@@ -54,8 +54,8 @@ def build_deepspeed_config(
         # FusedAdam needs CUDA; on CPU without offload DeepSpeed must use torch's AdamW.
         if device == "cpu" and not ds.offload_optimizer:
             optimizer["params"]["torch_adam"] = True
-            # torch's fused CPU AdamW kernel (the Hugging Face Trainer's default, adamw_torch_fused); torch's own
-            # CPU default is a per-tensor loop, ~20% slower per step on MiniLM here.
+            # torch's fused CPU AdamW kernel (the Hugging Face Trainer's default, adamw_torch_fused): torch's own
+            # CPU default is a per-tensor loop; the fused kernel does the same update in one pass.
             optimizer["params"]["fused"] = True
     else:
         optimizer = {

@@ -25,6 +25,13 @@ class Outcome(StrEnum):
     def failed(self) -> bool:
         return self in (Outcome.DIVERGED, Outcome.OUT_OF_MEMORY, Outcome.ERROR)
 
+    @property
+    def trial_state(self) -> str:
+        """The state a sweep shows for a trial that ended so (a value of sweeps.layout.TrialState)."""
+        if self.failed:
+            return "failed"
+        return "unfinished" if self is Outcome.INTERRUPTED else self.value
+
 
 @dataclass(frozen=True)
 class Ended:

@@ -10,7 +10,7 @@ import numpy as np
 from sweeps.config import SweepConfig
 from sweeps.layout import SweepDir, TrialState
 from trainer.metrics import best_of
-from trainer.outcome import Outcome, classify
+from trainer.outcome import classify
 from trainer.storage import read_json
 
 
@@ -30,7 +30,7 @@ def trial_record(
         duration = sum(sum(h.get("time", 0) for h in f.history) for f in folds)
     return {
         "trial_id": trial_id,
-        "state": STATE_OF[ended.outcome].value,
+        "state": TrialState(ended.outcome.trial_state).value,
         "reason": str(ended) if ended.outcome.failed else ended.reason,
         "error": str(error).splitlines()[0][:500] if error is not None else None,
         "params": trial.params().params,
@@ -45,17 +45,6 @@ def trial_record(
         "gpu_hours": round(duration * workers / 3600, 4) if use_gpu else 0.0,
         "train_eval_s": round(float(last.get("time_train_s", 0)) + float(last.get("time_eval_s", 0)), 2),
     }
-
-
-# How a trial's fit ended -> the state the summary shows.
-STATE_OF = {
-    Outcome.COMPLETED: TrialState.COMPLETED,
-    Outcome.PRUNED: TrialState.PRUNED,
-    Outcome.DIVERGED: TrialState.FAILED,
-    Outcome.OUT_OF_MEMORY: TrialState.FAILED,
-    Outcome.ERROR: TrialState.FAILED,
-    Outcome.INTERRUPTED: TrialState.UNFINISHED,
-}
 
 
 def collect(

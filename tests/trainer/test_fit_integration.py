@@ -1,5 +1,11 @@
 """Real Ray Train + DeepSpeed fits of tiny random-initialised models on a local Ray cluster (2 CPU workers):
-each ZeRO stage, export and reload, early stopping, and a worker fault with a restart from a checkpoint."""
+each ZeRO stage, export and reload, early stopping, and a worker fault with a restart from a checkpoint.
+
+No fit here repeats one run elsewhere: ZeRO-1 on two workers is the shared tiny sweep's stage (its best trial
+must learn, tests/sweeps/search/test_sweep_integration.py), and the causal LM runs under ZeRO-3 only, the stage
+whose behaviour depends on the model (parameters partitioned, gathered for export); ZeRO-0 to 2 keep parameters
+whole and the classifier's fits cover them. Only the restart test saves the engine every epoch (a restart
+resumes from it); the others save it after their last epoch, as storage.checkpoint_every_epoch: false does."""
 
 import json
 
@@ -18,7 +24,8 @@ def ray_cluster(trainer_ray):
     """The Ray instance of tests/trainer's integration modules, with the fault hooks (tests/conftest.py)."""
 
 
-def _bert_cfg(tmp_path, model_dir, data, stage, **train):
+def _bert_cfg(tmp_path, model_dir, data, stage, *, checkpoints=False, **train):
+    """`checkpoints`: save the engine every epoch (what a restart resumes from); otherwise only the last epoch's."""
     return load_config(
         raw={
             "name": f"bert-z{stage}",
@@ -28,7 +35,7 @@ def _bert_cfg(tmp_path, model_dir, data, stage, **train):
             "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 3, "warmup_ratio": 0.0, **train},
             "deepspeed": {"zero_stage": stage},
             "scaling": {"num_workers": 2, "max_failures": 2},
-            "storage": {"path": str(tmp_path)},
+            "storage": {"path": str(tmp_path), "checkpoint_every_epoch": checkpoints},
         }
     )
 
@@ -53,7 +60,7 @@ def _reload_and_compare(model_dir, task):
             np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", [0, 2, 3])
 def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, keyword_csv, extensions_dir, stage):
     summary = run_fit(_bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, stage), export=stage in (0, 3))
     FIT_RESULTS[f"bert-z{stage}"] = summary
@@ -80,7 +87,7 @@ def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, k
         _reload_and_compare(model_dir, "classification")
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", [3])
 def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, stage):
     cfg = load_config(
         raw={
@@ -97,7 +104,7 @@ def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, st
             "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
             "deepspeed": {"zero_stage": stage},
             "scaling": {"num_workers": 2},
-            "storage": {"path": str(tmp_path)},
+            "storage": {"path": str(tmp_path), "checkpoint_every_epoch": False},
         }
     )
     summary = run_fit(cfg, export=stage == 3)
@@ -141,7 +148,7 @@ def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoin
     checkpoint without its state.json is never resumed from is unit-tested (tests/trainer/test_loop.py)."""
     from pathlib import Path
 
-    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2).model_dump(mode="json")
+    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2, checkpoints=True).model_dump(mode="json")
     faulty = run_fit(load_config(raw={**raw, "name": "restart"}), export=False)
     assert (fault_markers / "killed").exists(), "the fault was not injected"
     clean = FIT_RESULTS.get("bert-z2") or run_fit(
