@@ -28,11 +28,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainer", "sweeps", "cluster", "zerotune", "benchmarks")
 MAX_LINES = 400
-# Who may not import whom: the trainer knows nothing of sweeps or clusters, the cluster code nothing of training,
-# and the shared base (errors) nothing of any of them.
+# Who may not import whom: the trainer knows nothing of sweeps or clusters, the cluster code nothing of training
+# (neither the trainer nor the training libraries: talking to Ray and Kubernetes must not load torch), and the
+# shared base (errors) nothing of any of them.
 FORBIDDEN = {
     "trainer": {"sweeps", "cluster"},
-    "cluster": {"trainer", "sweeps"},
+    "cluster": {"trainer", "sweeps", "torch", "deepspeed", "transformers", "peft"},
     "zerotune": {"trainer", "sweeps", "cluster"},
 }
 
