@@ -36,6 +36,12 @@ def report(sweep, tmp_path_factory):
     return built
 
 
+def _zerotune(*args, env):
+    """The console path end to end (`python -m sweeps` is `zerotune`)."""
+    command = [sys.executable, "-m", "sweeps", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
 def _schema():
     from importlib.resources import files
 
@@ -203,46 +209,14 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
 
     _, _, root, _ = sweep
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "report",
-            root.name,
-            "--storage",
-            str(root.parent),
-            "--format",
-            "json",
-            "--out",
-            str(tmp_path / "r"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    out_dir = tmp_path / "r"
+    proc = _zerotune("report", root.name, "--storage", root.parent, "--format", "json", "--out", out_dir, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jsonschema.validate(json.loads(proc.stdout), _schema())
     rows = pd.read_csv(VADER / "amazon_reviews.csv").head(200)
     rows.to_csv(tmp_path / "amazon.csv", index=False)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "predict",
-            str(root / "refit" / "model"),
-            "--input",
-            str(tmp_path / "amazon.csv"),
-            "--output",
-            str(tmp_path / "pred.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    model, src, dst = root / "refit" / "model", tmp_path / "amazon.csv", tmp_path / "pred.csv"
+    proc = _zerotune("predict", model, "--input", src, "--output", dst, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = pd.read_csv(tmp_path / "pred.csv")
     assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()
