@@ -114,7 +114,7 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, eval_loss: float) -> dict:
-    # numpy, not scikit-learn: importing sklearn.metrics would cost every worker a heavy import before its first evaluation.
+    # numpy, not scikit-learn: importing sklearn.metrics would cost every worker a heavy import before it evaluates.
     n = len(label_names)
     probs = _softmax(logits.astype(np.float64))
     preds = probs.argmax(axis=1)

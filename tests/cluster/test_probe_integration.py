@@ -98,10 +98,10 @@ def test_sample_entrypoint_waits_for_its_config_and_resumes_when_submitted_again
 
     head_ip = next(n["node_ip"] for n in _ray_nodes(address, token) if n["is_head_node"])
     idle = lambda: idle_worker_pods(address=address, token=token, pods=[_pod_at(head_ip)])  # noqa: E731
-    assert idle() == {"zerotune-workers-x"}  # nothing runs: a pod at the head's IP would count as idle
     client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id="zerotune-sweep-first")
     # The ConfigMap is not there yet and the entrypoint waits for it; meanwhile the node that runs the job's
-    # supervisor is busy, so Ray's view would not let `cluster scale` delete a pod there.
+    # supervisor is busy, so Ray's view would not let `cluster scale` delete a pod there. (An idle node is
+    # recognised in test_cluster_probe.py: this head is shared, other tests' work may still be on it.)
     deadline = time.monotonic() + 30
     while idle() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_torch_comes_in_the_build_of_the_base_images_cuda(cuda, build):
     assert '--index-url "https://download.pytorch.org/whl/${build}"' in run
     derive = re.search(r"\$\(python -c '(.+?)'\)", run)[1]  # the snippet that picks the build
     done = subprocess.run(
-        ["python3", "-c", derive], env={"CUDA_VERSION": cuda} if cuda else {}, capture_output=True, text=True
+        [sys.executable, "-c", derive], env={"CUDA_VERSION": cuda} if cuda else {}, capture_output=True, text=True
     )
     assert done.stdout.strip() == build, done.stderr
     assert "torch.version.cuda" in run and "assert cuda == want" in run  # and the build checks the result
