@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ STATE = "state.json"
 class Saved:
     """What `state.json` says: the epoch a checkpoint was taken after, and the fit's progress then."""
 
+    fit: int  # which of the worker group's fits (trainer.launch.Fit) it belongs to
     fold: int
     epoch: int
     engine_saved: bool
@@ -33,6 +35,7 @@ class Saved:
 
     def to_json(self) -> dict:
         return {
+            "fit": self.fit,
             "fold": self.fold,
             "epoch": self.epoch,
             "engine_saved": self.engine_saved,
@@ -44,6 +47,7 @@ class Saved:
     @classmethod
     def from_json(cls, data: dict) -> Saved:
         return cls(
+            fit=data.get("fit", 0),
             fold=data["fold"],
             epoch=data["epoch"],
             engine_saved=bool(data.get("engine_saved")),
@@ -55,8 +59,11 @@ class Saved:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """Where this worker group starts: after the finished `folds`, and mid-fold when `engine_dir` is set."""
+    """Where a fit starts: after the finished `folds`, and mid-fold when `engine_dir` is set.
 
+    A restarted worker group skips its fits before `fit` (they finished) and resumes fit `fit` from here."""
+
+    fit: int = 0
     folds: tuple[FoldRecord, ...] = ()
     fold: int | None = None  # the fold whose engine was saved after `epoch`
     epoch: int | None = None
@@ -84,8 +91,9 @@ def restore(checkpoint) -> ResumeState:
     resumes = saved.resumes + 1
     fold_done = len(saved.folds) > saved.fold  # the checkpoint was taken as its fold ended
     if fold_done or not saved.engine_saved or not (local / ENGINE_TAG).is_dir():
-        return ResumeState(folds=saved.folds, resumes=resumes, restarts_fold=len(saved.folds))
+        return ResumeState(fit=saved.fit, folds=saved.folds, resumes=resumes, restarts_fold=len(saved.folds))
     return ResumeState(
+        fit=saved.fit,
         folds=saved.folds,
         fold=saved.fold,
         epoch=saved.epoch,
@@ -95,10 +103,13 @@ def restore(checkpoint) -> ResumeState:
     )
 
 
-def report(metrics: dict, *, engine, saved: Saved, rank: int, name: str | None = None) -> None:
+def report(metrics: dict, *, engine, saved: Saved, rank: int, final: bool = False) -> None:
     """Report `metrics` with a checkpoint (Train V2 keeps metrics only with one); every rank calls this.
 
-    The engine is saved when `saved.engine_saved` (collectively: every rank writes its partition).
+    The engine is saved when `saved.engine_saved` (collectively: every rank writes its partition). `final`:
+    the report of a fit whose folds were all recorded before a restart, told again. Each report's checkpoint
+    has a name of its own (rank 0's clock; Ray Train gives every rank rank 0's name), so a later report never
+    lands in a directory that the retention of an earlier one is about to delete.
     """
     import ray.train
     from ray.train import Checkpoint
@@ -108,7 +119,7 @@ def report(metrics: dict, *, engine, saved: Saved, rank: int, name: str | None =
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
         if rank == 0:
             Path(tmp, STATE).write_text(json.dumps(saved.to_json(), default=float))
-        name = name or f"checkpoint_f{saved.fold:02d}_e{saved.epoch:03d}"
+        name = f"checkpoint_{time.time_ns()}_f{saved.fold:02d}_" + ("final" if final else f"e{saved.epoch:03d}")
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
 

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trainer.config import ScalingConfig
 from trainer.spec import FitSpec
 
 
+@dataclass(frozen=True)
+class Fit:
+    """One fit a worker group runs: its spec, the tokenised data, and the (train, validation) rows per fold.
+
+    `encoded` may be an ObjectRef (one copy shared by every trial of a sweep)."""
+
+    spec: FitSpec
+    encoded: object
+    folds: list
+
+
 def build_trainer(
     *,
-    spec: FitSpec,
-    encoded,
-    folds: list,
+    fits: list[Fit],
     scaling: ScalingConfig,
     name: str,
     storage_path: str,
     callbacks: list | None = None,
 ):
-    """A TorchTrainer over `folds`; `encoded` may be an ObjectRef (shared by every trial of a sweep)."""
+    """A TorchTrainer whose ONE worker group runs `fits` in turn (a sweep trial: one fit of k folds).
+
+    Several fits share the group's start (Ray Train's controller, the workers and their imports), which costs
+    more than a small model's training; they must share its scaling."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train import ScalingConfig as RayScaling
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -27,7 +41,7 @@ def build_trainer(
     fs, path = filesystem(storage_path)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec, "encoded": encoded, "folds": folds},
+        train_loop_config={"fits": list(fits)},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=RayScaling(
             num_workers=scaling.num_workers,

@@ -54,10 +54,19 @@ log = logging.getLogger("zerotune.trainer")
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's loop config {"fits": [trainer.launch.Fit, ...]}: the fits this worker group runs in turn.
+
+    A restarted group skips the fits it had finished and resumes the one its checkpoint belongs to."""
     import ray.train
 
-    w = setup(config)
     resume = checkpoint.restore(ray.train.get_checkpoint())
+    for index, fit in enumerate(config["fits"]):
+        if index >= resume.fit:
+            run_fit(setup(fit, index=index), resume if index == resume.fit else ResumeState(fit=index))
+
+
+def run_fit(w: Worker, resume: ResumeState) -> None:
+    """One fit: its folds left, from where `resume` says; every rank returns together."""
     oom = w.records.oom() if w.records else None
     if oom is not None:
         # The same batch would run out of memory again: end this fit, the driver fails it as out-of-memory.
@@ -76,7 +85,7 @@ def train_loop_per_worker(config: dict) -> None:
         folds = fit_fold(w, fold, resume, timings)
         if folds is None:
             return  # diverged: every rank saw the same all-reduced loss, so every rank stops here
-        resume = ResumeState(folds=folds)
+        resume = ResumeState(fit=w.fit, folds=folds)
     barrier()
 
 
@@ -329,7 +338,13 @@ def report_epoch(
         diverged=result.trained.diverged,
     )
     saved = Saved(
-        fold=fe.fold, epoch=result.epoch, engine_saved=save, folds=folds, history=progress.history, resumes=fe.resumes
+        fit=w.fit,
+        fold=fe.fold,
+        epoch=result.epoch,
+        engine_saved=save,
+        folds=folds,
+        history=progress.history,
+        resumes=fe.resumes,
     )
     with timings.timed("checkpoint_s"):
         checkpoint.report(_metrics(w.spec, report), engine=fe.engine, saved=saved, rank=w.rank)
@@ -340,6 +355,7 @@ def report_finished(w: Worker, resume: ResumeState) -> None:
     last = resume.folds[-1]
     report = EpochReport.finished(list(resume.folds), k=w.k, metric=w.spec.metric)
     saved = Saved(
+        fit=w.fit,
         fold=last.fold,
         epoch=last.epochs_run - 1,
         engine_saved=False,
@@ -347,9 +363,7 @@ def report_finished(w: Worker, resume: ResumeState) -> None:
         history=tuple(last.history),
         resumes=resume.resumes,
     )
-    checkpoint.report(
-        _metrics(w.spec, report), engine=None, saved=saved, rank=w.rank, name=f"checkpoint_f{last.fold:02d}_final"
-    )
+    checkpoint.report(_metrics(w.spec, report), engine=None, saved=saved, rank=w.rank, final=True)
 
 
 def _metrics(spec: FitSpec, report: EpochReport) -> dict:

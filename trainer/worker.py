@@ -26,6 +26,7 @@ from trainer.spec import TIMINGS, FitSpec
 class Worker:
     """Fixed for the whole fit: the spec, the data and folds, this rank, its device, its records and fault hook."""
 
+    fit: int  # its index among the worker group's fits
     spec: FitSpec
     encoded: Encoded
     folds: list[tuple[np.ndarray, np.ndarray]]
@@ -72,8 +73,8 @@ class Timings:
         return dict(self.seconds)
 
 
-def setup(config: dict) -> Worker:
-    """This rank's Worker from Ray Train's loop config {"spec", "encoded", "folds"}."""
+def setup(fit, *, index: int) -> Worker:
+    """This rank's Worker for fit `index` of the group (a trainer.launch.Fit)."""
     # Library chatter (DeepSpeed logs to stdout) goes to stderr: the driver's stdout carries data (--format json).
     sys.stdout.flush()
     os.dup2(2, 1)
@@ -81,8 +82,8 @@ def setup(config: dict) -> Worker:
     import ray.train
     import torch
 
-    spec: FitSpec = config["spec"]
-    encoded = config["encoded"]
+    spec: FitSpec = fit.spec
+    encoded = fit.encoded
     if isinstance(encoded, ray.ObjectRef):
         encoded = ray.get(encoded)
     ctx = ray.train.get_context()
@@ -93,9 +94,10 @@ def setup(config: dict) -> Worker:
     else:
         skip_cpu_inference_kernel()
     return Worker(
+        fit=index,
         spec=spec,
         encoded=encoded,
-        folds=config["folds"],
+        folds=fit.folds,
         rank=rank,
         world=world,
         device=device,

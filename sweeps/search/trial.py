@@ -22,7 +22,7 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainer.launch import build_trainer
+    from trainer.launch import Fit, build_trainer
 
     trial_id = ray.tune.get_context().get_trial_id()
     trial = SweepDir(sweep_uri).trial(trial_id)
@@ -38,9 +38,7 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
         return
     trial.write_params(Params(params=params, started=time.time()))
     trainer = build_trainer(
-        spec=spec,
-        encoded=encoded,
-        folds=folds,
+        fits=[Fit(spec=spec, encoded=encoded, folds=folds)],
         scaling=cfg.scaling,
         name=trial.run_name,
         storage_path=trial.uri,

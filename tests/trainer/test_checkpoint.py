@@ -10,7 +10,7 @@ from trainer.records import FoldRecord
 FOLD0 = FoldRecord(
     fold=0, epochs_run=2, best_epoch=1, metrics={"f1_macro": 0.5}, history=[{"epoch": 0}, {"epoch": 1}], val_sha="ab"
 )
-SAVED = Saved(fold=1, epoch=0, engine_saved=True, folds=(FOLD0,), history=({"epoch": 0},), resumes=0)
+SAVED = Saved(fit=0, fold=1, epoch=0, engine_saved=True, folds=(FOLD0,), history=({"epoch": 0},), resumes=0)
 
 
 def _checkpoint(tmp_path, saved: Saved | None, *, engine: bool = True, raw: str | None = None):
@@ -53,10 +53,22 @@ def test_state_without_its_engine_files_restarts_the_fold_keeping_finished_folds
 
 
 def test_a_checkpoint_taken_as_its_fold_ended_restarts_at_the_next_fold(tmp_path):
-    ended = Saved(fold=0, epoch=1, engine_saved=True, folds=(FOLD0,), history=tuple(FOLD0.history), resumes=0)
+    ended = Saved(fit=0, fold=0, epoch=1, engine_saved=True, folds=(FOLD0,), history=tuple(FOLD0.history), resumes=0)
     state = restore(_checkpoint(tmp_path / "c", ended))
     assert state.fold is None and state.folds == (FOLD0,) and state.restarts_fold == 1
 
 
 def test_state_json_round_trips():
     assert Saved.from_json(json.loads(json.dumps(SAVED.to_json()))) == SAVED
+
+
+def test_a_checkpoint_says_which_of_the_groups_fits_it_belongs_to(tmp_path):
+    """A worker group running several fits resumes the checkpoint's fit (the earlier ones finished)."""
+    import dataclasses
+
+    later = dataclasses.replace(SAVED, fit=2)
+    assert restore(_checkpoint(tmp_path / "mid", later)).fit == 2
+    ended = dataclasses.replace(later, fold=0, folds=(FOLD0,), engine_saved=False)
+    assert restore(_checkpoint(tmp_path / "between", ended, engine=False)).fit == 2
+    legacy = {k: v for k, v in SAVED.to_json().items() if k != "fit"}  # written before fits were numbered
+    assert restore(_checkpoint(tmp_path / "old", None, raw=json.dumps(legacy))).fit == 0

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from sweeps.config import load_config
-from sweeps.final.train import run_fit
+from sweeps.final.train import run_fit, run_fits
 
 pytestmark = pytest.mark.integration
-FIT_RESULTS = {}  # summaries by fit name: the fault test compares against the fault-free ZeRO-2 fit
+STAGES = [0, 2, 3]  # the classifier's; the causal LM runs under ZeRO-3
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,6 +40,37 @@ def _bert_cfg(tmp_path, model_dir, data, stage, *, checkpoints=False, **train):
     )
 
 
+def _gpt2_cfg(tmp_path, model_dir, stage):
+    return load_config(
+        raw={
+            "name": f"gpt2-z{stage}",
+            "task": "causal-lm",
+            "model": {"path": str(model_dir), "max_length": 48, "dropout": 0.0},
+            "data": {
+                "path": "pkg:chatterbot_corpus/data/english",
+                "format": "chatterbot",
+                "prompt_column": "text",
+                "response_column": "response",
+                "max_rows": 160,
+            },
+            "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
+            "deepspeed": {"zero_stage": stage},
+            "scaling": {"num_workers": 2, "max_failures": 2},
+            "storage": {"path": str(tmp_path), "checkpoint_every_epoch": False},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory, tiny_bert_dir, tiny_gpt2_dir, keyword_csv):
+    """The ZeRO matrix as `zerotune train` runs it, all fits in turn on ONE worker group (`run_fits`: the group's
+    start is paid once). Returns (summaries by config name, storage root)."""
+    root = tmp_path_factory.mktemp("matrix")
+    cfgs = [_bert_cfg(root, tiny_bert_dir, keyword_csv, stage) for stage in STAGES]
+    summaries = run_fits([*cfgs, _gpt2_cfg(root, tiny_gpt2_dir, 3)], export=True)
+    return {s["name"]: s for s in summaries}, root
+
+
 def _reload_and_compare(model_dir, task):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -60,10 +91,12 @@ def _reload_and_compare(model_dir, task):
             np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("stage", [0, 2, 3])
-def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, keyword_csv, extensions_dir, stage):
-    summary = run_fit(_bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, stage), export=stage in (0, 3))
-    FIT_RESULTS[f"bert-z{stage}"] = summary
+@pytest.mark.parametrize("stage", STAGES)
+def test_bert_classifier_trains_under_each_zero_stage(matrix, extensions_dir, stage):
+    from pathlib import Path
+
+    summaries, root = matrix
+    summary = summaries[f"bert-z{stage}"]
     losses = [h["train_loss"] for h in summary["history"]]
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.9, losses
     assert summary["metrics"]["accuracy"] > 0.5  # three balanced classes: chance is 1/3
@@ -73,49 +106,37 @@ def test_bert_classifier_trains_under_each_zero_stage(tmp_path, tiny_bert_dir, k
     )
     # DeepSpeed's CPU shared-memory kernel serves inference only: no worker may build it (a C++ JIT build).
     assert not any(extensions_dir.iterdir()), sorted(p.name for p in extensions_dir.iterdir())
-    assert (
-        json.loads((tmp_path / f"bert-z{stage}").joinpath(*summary["metrics_path"].split("/")[-2:]).read_text())[
-            "metrics"
-        ]["f1_macro"]
-        == summary["metrics"]["f1_macro"]
-    )
-    if stage in (0, 3):
-        from pathlib import Path
-
-        model_dir = Path(summary["model_dir"])
-        assert json.loads((model_dir / "labels.json").read_text())["labels"] == ["negative", "neutral", "positive"]
-        _reload_and_compare(model_dir, "classification")
+    written = json.loads((root / f"bert-z{stage}").joinpath(*summary["metrics_path"].split("/")[-2:]).read_text())
+    assert written["metrics"]["f1_macro"] == summary["metrics"]["f1_macro"]
+    model_dir = Path(summary["model_dir"])
+    assert json.loads((model_dir / "labels.json").read_text())["labels"] == ["negative", "neutral", "positive"]
+    _reload_and_compare(model_dir, "classification")
 
 
-@pytest.mark.parametrize("stage", [3])
-def test_gpt2_causal_lm_trains_under_each_zero_stage(tmp_path, tiny_gpt2_dir, stage):
-    cfg = load_config(
-        raw={
-            "name": f"gpt2-z{stage}",
-            "task": "causal-lm",
-            "model": {"path": str(tiny_gpt2_dir), "max_length": 48, "dropout": 0.0},
-            "data": {
-                "path": "pkg:chatterbot_corpus/data/english",
-                "format": "chatterbot",
-                "prompt_column": "text",
-                "response_column": "response",
-                "max_rows": 160,
-            },
-            "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
-            "deepspeed": {"zero_stage": stage},
-            "scaling": {"num_workers": 2},
-            "storage": {"path": str(tmp_path), "checkpoint_every_epoch": False},
-        }
-    )
-    summary = run_fit(cfg, export=stage == 3)
+def test_gpt2_causal_lm_trains_under_zero_3(matrix):
+    from pathlib import Path
+
+    summary = matrix[0]["gpt2-z3"]
     history = summary["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["eval_loss"] < history[0]["eval_loss"]
     assert summary["metrics"]["perplexity"] == pytest.approx(np.exp(summary["metrics"]["eval_loss"]), rel=1e-6)
-    if stage == 3:
-        from pathlib import Path
+    _reload_and_compare(Path(summary["model_dir"]), "causal-lm")
 
-        _reload_and_compare(Path(summary["model_dir"]), "causal-lm")
+
+def test_fits_sharing_a_worker_group_each_ran_in_it_and_wrote_their_own_records(matrix):
+    """run_fits: one worker group (the same processes) ran every config, each into its own run directory."""
+    from pathlib import Path
+
+    from trainer.records import FitRecords
+
+    summaries, _ = matrix
+    pids = set()
+    for summary in summaries.values():
+        starts = FitRecords(str(Path(summary["metrics_path"]).with_name("records"))).starts()
+        assert [m.fold for m in starts] == [0], summary["name"]
+        pids.add(starts[0].pid)
+    assert len(pids) == 1 and len({s["metrics_path"] for s in summaries.values()}) == len(summaries)
 
 
 def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epoch(
@@ -141,7 +162,7 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
 
 
 def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoint(
-    tmp_path, tiny_bert_dir, keyword_csv, fault_markers
+    tmp_path, tiny_bert_dir, keyword_csv, fault_markers, matrix
 ):
     """A worker SIGKILLed mid epoch 2: Ray Train replaces the worker group, which resumes from epoch 1's checkpoint
     and finishes with the scores of the fault-free run (the ZeRO-2 fit above, same config and seed). That a
@@ -151,9 +172,7 @@ def test_a_killed_worker_is_replaced_and_the_fit_resumes_from_its_last_checkpoin
     raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 2, checkpoints=True).model_dump(mode="json")
     faulty = run_fit(load_config(raw={**raw, "name": "restart"}), export=False)
     assert (fault_markers / "killed").exists(), "the fault was not injected"
-    clean = FIT_RESULTS.get("bert-z2") or run_fit(
-        _bert_cfg(tmp_path / "clean", tiny_bert_dir, keyword_csv, 2), export=False
-    )
+    clean = matrix[0]["bert-z2"]
     assert [h["epoch"] for h in faulty["history"]] == [0, 1, 2]
     records = Path(faulty["metrics_path"]).with_name("records")
     starts = [json.loads(p.read_text()) for p in sorted(records.glob("starts/fold-0-*.json"))]

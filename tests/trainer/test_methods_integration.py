@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sweeps.config import load_config
-from sweeps.final.train import run_fit
+from sweeps.final.train import run_fits
 from trainer.export import load_exported
 
 pytestmark = pytest.mark.integration
@@ -81,12 +81,23 @@ def _expected_trainable(method, task, extra, hidden=32, layers=2, classes=3):
     return extra["prompt_tokens"] * hidden + head
 
 
+@pytest.fixture(scope="module")
+def fits(tmp_path_factory, tiny_bert_dir, tiny_gpt2_dir, keyword_csv):
+    """Every case's fit, in turn on ONE worker group (`run_fits`); summaries by config name."""
+    root = tmp_path_factory.mktemp("methods")
+    cfgs = [
+        _cfg(root, tiny_gpt2_dir if task == "causal-lm" else tiny_bert_dir, keyword_csv, method, stage, task, extra, lr)
+        for method, stage, task, extra, lr in CASES
+    ]
+    return {s["name"]: s for s in run_fits(cfgs, export=True)}
+
+
 @pytest.mark.parametrize(
     ("method", "stage", "task", "extra", "lr"), CASES, ids=[f"{c[0]}-z{c[1]}-{c[2]}" for c in CASES]
 )
-def test_method_trains_under_zero(tmp_path, tiny_bert_dir, tiny_gpt2_dir, keyword_csv, method, stage, task, extra, lr):
+def test_method_trains_under_zero(fits, tiny_bert_dir, tiny_gpt2_dir, method, stage, task, extra, lr):
     model_dir = tiny_gpt2_dir if task == "causal-lm" else tiny_bert_dir
-    summary = run_fit(_cfg(tmp_path, model_dir, keyword_csv, method, stage, task, extra, lr), export=True)
+    summary = fits[f"{method}-z{stage}"]
 
     losses = [h["train_loss"] for h in summary["history"]]
     assert losses[-1] < losses[0], losses
