@@ -43,7 +43,7 @@ def pick_strategy(strategy: str, task: str, has_groups: bool) -> str:
 
 
 def make_folds(examples: Examples, *, k: int, strategy: str, task: str, test_fraction: float, seed: int) -> Folds:
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
+    from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedKFold, train_test_split
 
     n = len(examples)
     strategy = pick_strategy(strategy, task, examples.groups is not None)
@@ -57,10 +57,14 @@ def make_folds(examples: Examples, *, k: int, strategy: str, task: str, test_fra
         )
     rows = np.arange(n)
     test = np.zeros(0, dtype=np.int64)
-    if test_fraction > 0:
+    if test_fraction > 0 and strategy == "group":
+        # Whole groups go to the test split: a group on both sides would leak into the test score.
+        cut = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+        (rows, test), *_ = cut.split(rows, groups=examples.groups)
+    elif test_fraction > 0:
         stratify = examples.labels if strategy == "stratified" else None
         rows, test = train_test_split(rows, test_size=test_fraction, random_state=seed, stratify=stratify)
-        rows, test = np.sort(rows), np.sort(test)
+    rows, test = np.sort(rows), np.sort(test)
     if k > len(rows):
         raise problem("folds.k", f"k={k} is more than the {len(rows)} rows available", f"use folds.k <= {len(rows)}")
     if strategy == "stratified":

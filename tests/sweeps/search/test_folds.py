@@ -46,6 +46,16 @@ def test_groups_stay_together_and_regression_uses_kfold():
     assert make_folds(reg, k=2, strategy="auto", task="regression", test_fraction=0, seed=0).strategy == "kfold"
 
 
+def test_no_group_spans_the_test_split_and_the_folds():
+    groups = [i // 5 for i in range(100)]  # 20 groups of 5 rows
+    ex = _examples([0, 1] * 50, groups=groups)
+    f = make_folds(ex, k=4, strategy="auto", task="classification", test_fraction=0.2, seed=3)
+    assert f.strategy == "group" and len(f.test) == 20
+    folded = np.concatenate([v for _, v in f.folds])
+    assert not set(ex.groups[f.test]) & set(ex.groups[folded])
+    assert sorted(np.concatenate([f.test, folded]).tolist()) == list(range(100))
+
+
 def test_k_too_large_and_thin_classes_are_refused():
     with pytest.raises(ConfigError, match="more than the 6 rows"):
         make_folds(_examples([0, 1] * 3), k=7, strategy="kfold", task="classification", test_fraction=0, seed=0)
