@@ -33,10 +33,22 @@ def resolve_token(*, token_file: str | None = None, env: Mapping[str, str] | Non
     if token_file is not None:
         return _read_token(Path(token_file).expanduser(), field="token-file", required=True)
     if env.get("RAY_AUTH_TOKEN", "").strip():
-        return env["RAY_AUTH_TOKEN"].strip()
+        return _well_formed(env["RAY_AUTH_TOKEN"].strip(), field="RAY_AUTH_TOKEN")
     if env.get("RAY_AUTH_TOKEN_PATH"):
         return _read_token(Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser(), field="RAY_AUTH_TOKEN_PATH", required=True)
     return _read_token(Path(DEFAULT_TOKEN_FILE).expanduser(), field="token-file", required=False)
+
+
+def _well_formed(token: str, *, field: str) -> str:
+    """A token is one printable word. Anything else would make the HTTP client fail with an error that quotes
+    the header, token included: refuse it here, without showing it."""
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ClusterError(
+            "the auth token holds whitespace or control characters (a file with more than one line?)",
+            field=field,
+            fix="put the token alone on one line (the head's ~/.ray/auth_token as it is)",
+        )
+    return token
 
 
 def _read_token(path: Path, *, field: str, required: bool) -> str | None:
@@ -50,18 +62,18 @@ def _read_token(path: Path, *, field: str, required: bool) -> str | None:
         raise ClusterError(f"cannot read token file {path}: {exc.strerror}", field=field, fix=TOKEN_FIX) from None
     if not token and required:
         raise ClusterError(f"token file {path} is empty", field=field, fix=TOKEN_FIX)
-    return token or None
+    return _well_formed(token, field=field) if token else None
 
 
 def _client(*, address: str, token: str | None):
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return _guard(lambda: JobSubmissionClient(address, headers=headers), address=address, what="connect")
+    return _guard(lambda: JobSubmissionClient(address, headers=headers), address=address, what="connect", token=token)
 
 
-def _guard(fn: Callable, *, address: str, what: str):
-    """Map Ray's client errors to ClusterError; never include request headers in the message."""
+def _guard(fn: Callable, *, address: str, what: str, token: str | None = None):
+    """Map Ray's client errors to ClusterError; the token never appears in a message (it is scrubbed)."""
     from ray.exceptions import AuthenticationError
 
     try:
@@ -77,7 +89,8 @@ def _guard(fn: Callable, *, address: str, what: str):
             "`kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265` and use http://127.0.0.1:8265",
         ) from None
     except (RuntimeError, ValueError) as exc:
-        raise ClusterError(f"Ray refused to {what}: {exc}", field="address") from None
+        text = str(exc).replace(token, "<token>") if token else str(exc)
+        raise ClusterError(f"Ray refused to {what}: {text}", field="address") from None
 
 
 def sweep_entrypoint(*, config: str, overrides: tuple[str, ...] | list[str] = (), storage: str | None = None) -> str:
@@ -108,12 +121,13 @@ def submit(
         ),
         address=address,
         what="submit the job",
+        token=token,
     )
 
 
 def job_status(*, address: str, job_id: str, token: str | None) -> dict:
     client = _client(address=address, token=token)
-    info = _guard(lambda: client.get_job_info(job_id), address=address, what=f"get job {job_id}")
+    info = _guard(lambda: client.get_job_info(job_id), address=address, what=f"get job {job_id}", token=token)
     return {
         "job_id": job_id,
         "status": str(getattr(info.status, "value", info.status)),
@@ -126,7 +140,9 @@ def job_status(*, address: str, job_id: str, token: str | None) -> dict:
 
 def job_logs(*, address: str, job_id: str, token: str | None) -> str:
     client = _client(address=address, token=token)
-    return _guard(lambda: client.get_job_logs(job_id), address=address, what=f"get the logs of job {job_id}")
+    return _guard(
+        lambda: client.get_job_logs(job_id), address=address, what=f"get the logs of job {job_id}", token=token
+    )
 
 
 def follow_logs(*, address: str, job_id: str, token: str | None, write: Callable[[str], None]) -> None:
@@ -139,7 +155,7 @@ def follow_logs(*, address: str, job_id: str, token: str | None, write: Callable
         async for chunk in client.tail_job_logs(job_id):
             write(chunk)
 
-    _guard(lambda: asyncio.run(tail()), address=address, what=f"follow the logs of job {job_id}")
+    _guard(lambda: asyncio.run(tail()), address=address, what=f"follow the logs of job {job_id}", token=token)
 
 
 def wait_for_job(

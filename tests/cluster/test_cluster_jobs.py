@@ -68,3 +68,26 @@ def test_submit_refuses_a_config_outside_the_uploaded_directory(tmp_path, monkey
     # refused before any connection: the address does not even resolve
     assert main(["submit", str(outside), "--address", "http://no-such-host.invalid:8265"]) == 2
     assert "outside the current directory" in capsys.readouterr().err
+
+
+def test_a_malformed_token_is_refused_without_being_shown(tmp_path):
+    """A token file with an inner newline would make the HTTP client's error quote `Bearer <token>`."""
+    two_lines = tmp_path / "token"
+    two_lines.write_text("secret-part-one\nsecret-part-two\n")
+    with pytest.raises(ClusterError) as err:
+        resolve_token(token_file=str(two_lines), env={})
+    assert err.value.field == "token-file" and "secret" not in str(err.value) + (err.value.fix or "")
+    with pytest.raises(ClusterError) as err:
+        resolve_token(env={"RAY_AUTH_TOKEN": "abc\x07def"})
+    assert err.value.field == "RAY_AUTH_TOKEN" and "abc" not in str(err.value)
+
+
+def test_an_error_that_quotes_the_token_is_scrubbed():
+    from cluster.jobs import _guard
+
+    def leaky():
+        raise ValueError("Invalid header value b'Bearer s3cr3t-token'")
+
+    with pytest.raises(ClusterError) as err:
+        _guard(leaky, address="http://head:8265", what="connect", token="s3cr3t-token")
+    assert "s3cr3t" not in str(err.value) and "Bearer <token>" in str(err.value)
