@@ -7,14 +7,20 @@ than via RAY_AUTH_MODE in this process) works whatever this process's Ray config
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from zerotune.errors import ClusterError
 
+log = logging.getLogger(__name__)
 DEFAULT_TOKEN_FILE = "~/.ray/auth_token"
+# Ray's job client lets these override the address it is given (ray.dashboard.utils.get_address_for_submission_client).
+ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 # Never uploaded as the job's working_dir: environments, local results, VCS data.
 WORKING_DIR_EXCLUDES = (".venv", "results", ".git", "__pycache__", "*.egg-info")
 TOKEN_FIX = (
@@ -69,7 +75,35 @@ def _client(*, address: str, token: str | None):
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return _guard(lambda: JobSubmissionClient(address, headers=headers), address=address, what="connect", token=token)
+    if token:
+        _warn_if_cleartext(address)
+    with _only(address):
+        return _guard(
+            lambda: JobSubmissionClient(address, headers=headers), address=address, what="connect", token=token
+        )
+
+
+@contextmanager
+def _only(address: str) -> Iterator[None]:
+    """The explicit address wins: while the client resolves it, Ray's overriding variables are set aside (a
+    token must never go to a host the user did not name); a different value is reported."""
+    saved = {name: os.environ.pop(name) for name in ADDRESS_OVERRIDES if name in os.environ}
+    for name, value in saved.items():
+        if value.rstrip("/") != address.rstrip("/"):
+            log.warning("%s=%s is ignored: --address %s is where the job commands go", name, value, address)
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _warn_if_cleartext(address: str) -> None:
+    parts = urlsplit(address if "://" in address else f"http://{address}")
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not (host in ("localhost", "::1") or host.startswith("127.")):
+        log.warning(
+            "the auth token travels unencrypted to %s over plain http: use https, or a port-forward or tunnel", host
+        )
 
 
 def _guard(fn: Callable, *, address: str, what: str, token: str | None = None):

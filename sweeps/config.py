@@ -264,6 +264,9 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
             )
         )
     problems += check_initial_points(cfg.search.space, cfg.search.initial_points)
+    for field, uri in (("storage.path", cfg.storage.path), ("data.path", cfg.data.path)):
+        if _has_credentials(uri):  # the message must not repeat them: it lands in logs and job entrypoints
+            problems.append((field, "the URI carries credentials (user:secret@)", CREDENTIALS_FIX))
     if cfg.deepspeed.offload_params and set(trial_values(cfg, "zero_stage").values) != {3}:
         problems.append(
             (
@@ -273,6 +276,24 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
             )
         )
     return problems
+
+
+CREDENTIALS_FIX = (
+    "remove them from the URI; give them through the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "GOOGLE_APPLICATION_CREDENTIALS) or the SDK's own credential chain"
+)
+
+
+def _has_credentials(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if "://" not in uri:
+        return False
+    try:
+        parts = urlsplit(uri)
+        return bool(parts.username or parts.password)
+    except ValueError:
+        return "@" in uri.split("://", 1)[1].split("/", 1)[0]
 
 
 def field_docs(model: type = SweepConfig, prefix: str = "") -> list[tuple[str, str, str]]:

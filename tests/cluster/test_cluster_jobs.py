@@ -91,3 +91,41 @@ def test_an_error_that_quotes_the_token_is_scrubbed():
     with pytest.raises(ClusterError) as err:
         _guard(leaky, address="http://head:8265", what="connect", token="s3cr3t-token")
     assert "s3cr3t" not in str(err.value) and "Bearer <token>" in str(err.value)
+
+
+def test_an_explicit_address_wins_over_rays_address_variables(monkeypatch):
+    """Ray's job client lets RAY_ADDRESS / RAY_API_SERVER_ADDRESS override the address it is given: the token
+    would go to that host. Two local servers record who is asked."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cluster.jobs import job_status
+
+    asked = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append((self.server.server_port, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    named, other = (f"http://127.0.0.1:{s.server_port}" for s in servers)
+    monkeypatch.setenv("RAY_ADDRESS", other)
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", other)
+    try:
+        with pytest.raises(ClusterError):
+            job_status(address=named, job_id="raysubmit_1", token="t0k")
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert asked and {port for port, _ in asked} == {servers[0].server_port}, asked
+    assert all(auth == "Bearer t0k" for _, auth in asked)
+    import os
+
+    assert os.environ["RAY_ADDRESS"] == other  # set aside only while the client resolved its address

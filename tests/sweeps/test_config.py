@@ -105,3 +105,13 @@ def test_loader_fuzz_only_raises_config_errors(tree):
         load_config(raw=tree if isinstance(tree, dict) else {"data": tree})
     except ConfigError as exc:
         assert all(field for field, _, _ in exc.problems)
+
+
+def test_uris_with_credentials_are_refused_without_repeating_them():
+    raw = {"data": {"path": "s3://AKIAXYZ:sup3rsecret@bucket/d.csv"}, "storage": {"path": "s3://k:s3cr3t@bucket/runs"}}
+    with pytest.raises(ConfigError) as err:
+        load_config(raw=raw)
+    fields = [p[0] for p in err.value.problems]
+    assert fields == ["storage.path", "data.path"]
+    assert "sup3rsecret" not in str(err.value) and "s3cr3t" not in str(err.value)
+    load_config(raw={"data": {"path": "s3://bucket/d.csv"}, "storage": {"path": "s3://bucket/runs"}})
