@@ -20,14 +20,22 @@ PROBE_LIMIT = 256  # test rows whose engine logits are saved with the model, for
 
 
 def refit(
-    sweep: SweepConfig | str, *, storage: str = "./results", address: str | None = None, worker_logs: bool = True
+    sweep: SweepConfig | str,
+    *,
+    storage: str = "./results",
+    address: str | None = None,
+    worker_logs: bool = True,
+    data: tuple | None = None,
 ) -> dict:
     """Refit the best trial of `sweep`: its config, or its directory/URI, or its name under `storage`.
 
-    Returns what it writes to the refit's metrics.json."""
+    `data`: (examples, encoded) of the sweep that just ran (its own, already checked and tokenised); without it
+    the data is read, checked against the sweep's fingerprint and tokenised. Returns what it writes to the
+    refit's metrics.json."""
     from cluster.local import connect
     from sweeps.final.train import fit_split
     from sweeps.preflight.data import encode
+    from sweeps.search.space import config_json
     from trainer.export import write_model_card
     from trainer.metrics import scalar_metrics
     from trainer.storage import read_json, write_json
@@ -37,10 +45,11 @@ def refit(
     saved = read_json(sd.folds)
     test_rows = _test_rows(cfg, saved)
     best = _best_trial(sd, cfg)
-    examples = _same_data(cfg, saved, sd)
+    examples, encoded = data or (_same_data(cfg, saved, sd), None)
     train_rows = np.unique(np.concatenate([np.asarray(f["train"] + f["val"], dtype=np.int64) for f in saved["folds"]]))
     spec = _refit_spec(cfg, sd, best, n_train=len(train_rows), test_rows=test_rows)
-    encoded = encode(cfg, examples)
+    if encoded is None:
+        encoded = encode(cfg, examples)
     connect(address=address, worker_logs=worker_logs)
     log.warning(
         "refit of trial %s on %d rows, scored on %d test rows -> %s",
@@ -55,7 +64,7 @@ def refit(
     summary = {
         "trial_id": best["trial_id"],
         "params": best["params"],
-        "config": {group: getattr(spec, group).model_dump(mode="json") for group in ("train", "deepspeed", "model")},
+        "config": config_json(spec.train, spec.deepspeed, spec.model),
         "n_train": int(len(train_rows)),
         "n_test": int(len(test_rows)),
         "metrics": record.metrics,

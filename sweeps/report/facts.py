@@ -256,7 +256,7 @@ def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict
 
 
 def _best(cfg, best: dict | None) -> dict | None:
-    from sweeps.search.space import apply_params
+    from sweeps.search.space import apply_params, config_json
 
     if best is None:
         return None
@@ -285,11 +285,7 @@ def _best(cfg, best: dict | None) -> dict | None:
         "fold_scores": best["fold_scores"],
         "trainable_params": best.get("trainable_params"),
         "total_params": best.get("total_params"),
-        "config": {
-            "train": train.model_dump(mode="json"),
-            "deepspeed": deepspeed.model_dump(mode="json"),
-            "model": model.model_dump(mode="json"),
-        },
+        "config": config_json(train, deepspeed, model),
         "folds": folds,
         "metrics": summary,
         "deepspeed": best.get("deepspeed"),

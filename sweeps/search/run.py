@@ -8,6 +8,7 @@ and unfinished ones resume from their last checkpoint.
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 
 from sweeps.config import SweepConfig
@@ -53,7 +54,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     from cluster.local import connect, free_resources
     from sweeps.search.trial import run_trial
     from sweeps.search.watch import StorageWatch, raise_if_storage_broke
-    from trainer.storage import filesystem, join
+    from trainer.storage import filesystem
 
     started = time.time()
     sweep = SweepDir.of(cfg)
@@ -90,8 +91,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
     # Tune refuses an empty request, so it asks for a sliver (local Ray adds one CPU for these).
     trainable = tune.with_resources(trainable, {"cpu": 0.001})
-    fs, fs_path = filesystem(sweep.uri)
-    tune_path = join(fs_path, "tune")
+    fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
     if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
         log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
         tuner = tune.Tuner.restore(
@@ -107,7 +107,7 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
             cfg,
             trainable,
             fs=fs,
-            fs_path=fs_path,
+            tune_path=tune_path,
             concurrent=max_concurrent(cfg, free_resources()),
             progress=progress,
             callbacks=[StorageWatch(sweep.uri)],
@@ -124,11 +124,12 @@ def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = 
     if cfg.final.refit:
         from sweeps.final.refit import refit
 
-        summary["refit"] = refit(cfg, address=address, worker_logs=progress)
+        # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
+        summary["refit"] = refit(cfg, address=address, worker_logs=progress, data=(examples, encoded))
     return summary
 
 
-def _new_tuner(cfg: SweepConfig, trainable, *, fs, fs_path: str, concurrent: int, progress: bool, callbacks: list):
+def _new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -152,8 +153,8 @@ def _new_tuner(cfg: SweepConfig, trainable, *, fs, fs_path: str, concurrent: int
             # trial session that made it, so a reused trial actor's next Train run fails (Ray 2.60).
         ),
         run_config=tune.RunConfig(
-            name="tune",
-            storage_path=fs_path,
+            name=posixpath.basename(tune_path),
+            storage_path=posixpath.dirname(tune_path),
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(
                 max_failures=0

@@ -271,6 +271,11 @@ def apply_params(cfg, params: dict) -> tuple[TrainConfig, DeepSpeedConfig, Model
     return groups["train"], groups["deepspeed"], groups["model"]
 
 
+def config_json(train: TrainConfig, deepspeed: DeepSpeedConfig, model: ModelConfig) -> dict:
+    """The groups a trial's params override (what `apply_params` returns), as JSON by group name."""
+    return {name: group.model_dump(mode="json") for name, group in zip(GROUPS, (train, deepspeed, model), strict=True)}
+
+
 def check_initial_points(space, points: list[dict] | None) -> list[tuple[str, str, str]]:
     """Problems with `search.initial_points`: keys not searched, searched keys missing (Tune's Optuna searcher
     needs every one), values the search space cannot draw. Each names `search.initial_points.<i>.<key>`."""
