@@ -23,6 +23,9 @@ DEFAULT_TOKEN_FILE = "~/.ray/auth_token"
 ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 # Never uploaded as the job's working_dir: environments, local results, VCS data.
 WORKING_DIR_EXCLUDES = (".venv", "results", ".git", "__pycache__", "*.egg-info")
+# How to reach the head's dashboard (jobs, State API) from outside a KubeRay cluster.
+PORT_FORWARD = "kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265"
+DASHBOARD_FIX = f"check --address (http://HOST:8265); for KubeRay run `{PORT_FORWARD}` and use http://127.0.0.1:8265"
 TOKEN_FIX = (
     "export RAY_AUTH_TOKEN=<token> (or put it in ~/.ray/auth_token or pass --token-file FILE); "
     "on KubeRay: export RAY_AUTH_TOKEN=$(kubectl -n zerotune get secret zerotune-ray-auth "
@@ -119,8 +122,7 @@ def _guard(fn: Callable, *, address: str, what: str, token: str | None = None):
         raise ClusterError(
             f"cannot reach the Ray dashboard at {address} ({what})",
             field="address",
-            fix="check --address (http://HOST:8265); for KubeRay run "
-            "`kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265` and use http://127.0.0.1:8265",
+            fix=DASHBOARD_FIX,
         ) from None
     except (RuntimeError, ValueError) as exc:
         text = str(exc).replace(token, "<token>") if token else str(exc)

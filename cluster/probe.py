@@ -120,13 +120,13 @@ def _state(address: str, token: str | None, resource: str, **filters: str) -> li
         raise ClusterError(
             f"Ray's State API at {address} answered HTTP {exc.code} ({resource})",
             field="token" if refused else "address",
-            fix=jobs.TOKEN_FIX if refused else "check --address (the head's dashboard, port 8265)",
+            fix=jobs.TOKEN_FIX if refused else jobs.DASHBOARD_FIX,
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise ClusterError(
             f"cannot reach the Ray dashboard at {address}: {getattr(exc, 'reason', exc)}",
             field="address",
-            fix="run `kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265` and use http://127.0.0.1:8265",
+            fix=jobs.DASHBOARD_FIX,
         ) from None
     return ((body.get("data") or {}).get("result") or {}).get("result") or []
 

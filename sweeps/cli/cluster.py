@@ -10,23 +10,28 @@ import json
 
 
 def _kube_options(p) -> None:
-    p.add_argument("--name", default="zerotune", help="RayCluster name (default: zerotune)")
-    p.add_argument("--namespace", "-n", default="zerotune", help="its namespace (default: zerotune)")
+    from cluster.kube import DEFAULT_NAME, DEFAULT_NAMESPACE
+
+    p.add_argument("--name", default=DEFAULT_NAME, help=f"RayCluster name (default: {DEFAULT_NAME})")
+    p.add_argument("--namespace", "-n", default=DEFAULT_NAMESPACE, help=f"its namespace (default: {DEFAULT_NAMESPACE})")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
 
 def _ray_options(p, what: str) -> None:
+    from cluster.jobs import PORT_FORWARD
+
     p.add_argument(
         "--address",
-        help=f"the head's dashboard URL (after `kubectl -n zerotune port-forward svc/zerotune-head-svc 8265:8265`: "
-        f"http://127.0.0.1:8265); with it, {what}",
+        help=f"the head's dashboard URL (after `{PORT_FORWARD}`: http://127.0.0.1:8265); with it, {what}",
     )
     p.add_argument("--token-file", help="the cluster's auth token (default: $RAY_AUTH_TOKEN, else ~/.ray/auth_token)")
 
 
 def add_parser(subparsers) -> None:
+    from cluster.kube import DEFAULT_NAME
+
     group = subparsers.add_parser("cluster", help="the KubeRay cluster: status, scale, wait, render")
     sub = group.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
 
@@ -79,7 +84,7 @@ def add_parser(subparsers) -> None:
         "`kubectl get node NODE -o jsonpath='{.status.allocatable}'`",
     )
     p.add_argument("--shape", choices=["auto", "per-gpu", "per-node"], default="auto", help="GPU pod shape")
-    p.add_argument("--cluster-name", default="zerotune", help="RayCluster the patch targets")
+    p.add_argument("--cluster-name", default=DEFAULT_NAME, help=f"RayCluster the patch targets (default: {DEFAULT_NAME})")
     p.add_argument("--memory-per-cpu", type=int, default=4, help="GiB of memory per worker CPU without a node type")
     p.add_argument("--format", choices=["yaml", "json", "table"], default="yaml")
     p.set_defaults(func=_render)
