@@ -84,7 +84,7 @@ def add_parser(subparsers) -> None:
         "`kubectl get node NODE -o jsonpath='{.status.allocatable}'`",
     )
     p.add_argument("--shape", choices=["auto", "per-gpu", "per-node"], default="auto", help="GPU pod shape")
-    p.add_argument("--cluster-name", default=DEFAULT_NAME, help=f"RayCluster the patch targets (default: {DEFAULT_NAME})")
+    p.add_argument("--cluster-name", default=DEFAULT_NAME, help=f"RayCluster to patch (default: {DEFAULT_NAME})")
     p.add_argument("--memory-per-cpu", type=int, default=4, help="GiB of memory per worker CPU without a node type")
     p.add_argument("--format", choices=["yaml", "json", "table"], default="yaml")
     p.set_defaults(func=_render)
