@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster.sizing import GPU_RESOURCE
 from zerotune.errors import ClusterError
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
-DEFAULT_NAME = "zerotune"
-DEFAULT_NAMESPACE = "zerotune"
+DEFAULT_NAME = "zerotune"  # k8s/base's RayCluster
+DEFAULT_NAMESPACE = "zerotune"  # and its namespace
+GPU_RESOURCE = "nvidia.com/gpu"
 JSON_PATCH = "application/json-patch+json"
 DEFAULT_IDLE_TIMEOUT_S = 60  # Ray's, when autoscalerOptions.idleTimeoutSeconds is unset
 # What the API server answers when a JSON patch cannot apply (a `test` op failed or a path is gone):

@@ -19,9 +19,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from cluster.kube import DEFAULT_NAME, GPU_RESOURCE
 from zerotune.errors import ConfigError
 
-GPU_RESOURCE = "nvidia.com/gpu"
 PLACEHOLDER = "SET-ME"  # marks a value the operator must choose (e.g. the RWX storage class)
 SHAPES = ("auto", "per-gpu", "per-node")
 STORAGE_FIX = (
@@ -262,7 +262,7 @@ def raycluster_patch(*, plan: dict, group_index: int = 0, group_name: str = "wor
     return ops
 
 
-def render_patch_yaml(*, plan: dict, cluster_name: str = "zerotune", group_name: str = "workers") -> str:
+def render_patch_yaml(*, plan: dict, cluster_name: str = DEFAULT_NAME, group_name: str = "workers") -> str:
     """The patch as a file for an overlay, with the lines that wire it into kustomization.yaml."""
     import yaml
 
@@ -300,7 +300,7 @@ def find_placeholders(docs: list[dict]) -> list[tuple[str, str]]:
     return found
 
 
-def render_overlay(overlay: str, *, patch: list[dict] | None = None, cluster_name: str = "zerotune") -> str:
+def render_overlay(overlay: str, *, patch: list[dict] | None = None, cluster_name: str = DEFAULT_NAME) -> str:
     """`kubectl kustomize` of `overlay` (plus `patch` on its RayCluster); refused while a placeholder is left."""
     import os
     import shutil
