@@ -7,14 +7,16 @@ did-you-mean for unknown keys and never executes YAML tags.
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
+from sweeps.configfile import merge, parse_overrides, read_yaml
+from sweeps.search.points import check_initial_points, typed_points
 
 # The `search.space` group is built from the one table of search dimensions (re-exported here).
-from sweeps.search.space import FloatRange, IntRange, SpaceConfig, check_initial_points, trial_values
+from sweeps.search.space import FloatRange, IntRange, SpaceConfig, trial_values
 from trainer.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -69,6 +71,17 @@ class SearchConfig(Group):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Pruning")
 
+    @field_validator("initial_points")
+    @classmethod
+    def _typed(cls, points, info: ValidationInfo):
+        """Each value as its config field's type ("1e-3" -> 0.001, 16.0 -> 16), as Tune and the trial get it. Points
+        with any problem stay as written: `cross_checks` names each one."""
+        space = info.data.get("space")
+        if points is None or space is None:
+            return points
+        typed, problems = typed_points(space, points)
+        return points if problems else typed
+
 
 class StorageConfig(Group):
     path: str = Field(
@@ -76,6 +89,15 @@ class StorageConfig(Group):
     )
     checkpoint_every_epoch: bool = Field(
         True, description="Save engine state each epoch so a restarted worker group resumes mid-fold"
+    )
+    # At least two heartbeats (sweeps.lease.HEARTBEAT_S, 30 s): a live run is never taken over for one late write.
+    lease_timeout_s: float = Field(
+        300.0,
+        ge=60,
+        description=(
+            "Seconds without a heartbeat after which the run writing this sweep counts as dead and the next "
+            "`sweep run` or `refit` of it takes over (a run whose process is gone from this host is taken over at once)"
+        ),
     )
 
 
@@ -89,7 +111,8 @@ class SweepConfig(Group):
     name: str = Field(
         "sweep", pattern=NAME_PATTERN, description="Sweep name: a directory under storage.path; re-running resumes it"
     )
-    seed: int = Field(0, ge=0, description="Seed for folds, search and initialisation")
+    # numpy and sklearn take 32-bit seeds (random_state in [0, 2**32 - 1]).
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for folds, search and initialisation")
     task: Task = Field("classification", description="classification | regression | causal-lm")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model")
     data: DataConfig = Field(..., description="Data set")
@@ -109,70 +132,6 @@ class SweepConfig(Group):
     @property
     def mode(self) -> Direction:
         return self.search.mode or direction(self.metric)
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`a.b=value` pairs into a nested dict; values are parsed as YAML scalars."""
-    import yaml
-
-    tree: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            raise ConfigError([(item, "an override must look like group.field=value", "e.g. train.epochs=2")])
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError([(key, "conflicting overrides", "set a group or its fields, not both")])
-        try:
-            node[leaf] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            node[leaf] = raw
-    return tree
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([("config", f"{path} does not exist", "pass the path of a sweep YAML file")])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError([("config", f"{path} is not UTF-8 text", "save the config as UTF-8 YAML")]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError([("config", f"{path}: {problem}{where}", "fix the YAML syntax there")]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            [
-                (
-                    "config",
-                    f"{path} holds a {type(raw).__name__}, not a mapping",
-                    "write `key: value` groups at the top level",
-                )
-            ]
-        )
-    return raw
 
 
 def _fields_at(loc: tuple) -> list[str]:
@@ -210,11 +169,20 @@ def problems_from(error: ValidationError) -> list[tuple[str, str, str | None]]:
         else:
             message = item["msg"].removeprefix("Value error, ")
             got = item.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+            shown = f" (got {_short(got)})" if not isinstance(got, dict) and got is not None else ""
             problems.append(
                 (field, f"{message}{shown}", "see `zerotune sweep validate --help` for the field's meaning")
             )
     return problems
+
+
+def _short(value) -> str:
+    """A bounded repr: a value may be a long list, and an error message must stay one line."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxstring, short.maxother = 2, 4, 60, 60
+    return short.repr(value)
 
 
 def load_config(
@@ -222,7 +190,7 @@ def load_config(
 ) -> SweepConfig:
     """Load, merge `key=value` overrides, and validate: one ConfigError lists every problem."""
     tree = read_yaml(path) if path is not None else dict(raw or {})
-    tree = _merge(tree, parse_overrides(overrides or []))
+    tree = merge(tree, parse_overrides(overrides or []))
     try:
         cfg = SweepConfig.model_validate(tree)
     except ValidationError as exc:
@@ -264,6 +232,26 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
             )
         )
     problems += check_initial_points(cfg.search.space, cfg.search.initial_points)
+    problems += _column_clashes(cfg)
+    optimizers = trial_values(cfg, "optimizer")
+    if "sgd" in optimizers.values and cfg.deepspeed.offload_optimizer:
+        # ZeRO-Offload steps the optimizer on the CPU with DeepSpeed's own Adam; it has no SGD.
+        problems.append(
+            (
+                optimizers.field,
+                "sgd cannot run with deepspeed.offload_optimizer (DeepSpeed's CPU optimizer is Adam)",
+                "use optimizer adamw with optimizer offload, or turn offload_optimizer off for sgd",
+            )
+        )
+    scheduler = cfg.search.scheduler
+    if scheduler.type != "none" and scheduler.grace_folds > cfg.folds.k:
+        problems.append(
+            (
+                "search.scheduler.grace_folds",
+                f"{scheduler.grace_folds} grace folds, but a trial has only folds.k={cfg.folds.k}",
+                f"use grace_folds <= {cfg.folds.k}, or scheduler type: none",
+            )
+        )
     for field, uri in (("storage.path", cfg.storage.path), ("data.path", cfg.data.path)):
         if _has_credentials(uri):  # the message must not repeat them: it lands in logs and job entrypoints
             problems.append((field, "the URI carries credentials (user:secret@)", CREDENTIALS_FIX))
@@ -275,6 +263,18 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
                 "search only zero_stage [3] or turn offload_params off",
             )
         )
+    return problems
+
+
+def _column_clashes(cfg: SweepConfig) -> list[tuple[str, str, str]]:
+    """One column, one role: a label that is also the text (or the group) would leak into what the model sees
+    (or put each class in one fold). A group that is a text column is fine: duplicate texts stay in one fold."""
+    problems, seen = [], {}
+    for field, column in cfg.data.columns(cfg.task).items():
+        other = seen.setdefault(column, field)
+        texts = {"data.text_column", "data.prompt_column", "data.text_pair_column"}
+        if other != field and not (field == "data.group_column" and other in texts):
+            problems.append((field, f"column {column!r} is also {other}", f"give {field} a column of its own"))
     return problems
 
 

@@ -8,9 +8,12 @@
     trials/<id>/params.json  Params: the trial's sampled values and when it started
     trials/<id>/records/     the trial's fit records (trainer.records)
     trials/<id>/fit/         Ray Train's run directory (checkpoints)
-    refit/                   metrics.json, records/, model/ of the refit
+    refit/<stamp>/           one refit: metrics.json, records/, model/ and Ray Train's run directory, all one fit's
+    refit/latest.json        which refit/<stamp>/ is the newest that completed (written last)
     report/                  the report (zerotune report)
     train-<stamp>/           one `zerotune train` run: metrics.json, records/, model/
+    lease/claim-<ns>-<owner>.json  one claim per run that writes the sweep (sweeps.lease: one writer at a time)
+    .write-test-<host>-<pid>-<thread>  a storage probe, written and deleted at once (each writer its own)
 
 Only this module (and `trainer.records` inside a records directory) spells these names.
 """
@@ -18,6 +21,12 @@ Only this module (and `trainer.records` inside a records directory) spells these
 from __future__ import annotations
 
 import os
+import posixpath
+import secrets
+import socket
+import stat
+import threading
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -72,7 +81,8 @@ class TrialDir:
 
 
 class FitDir:
-    """One fit that exports (a refit, a `zerotune train` run): its metrics, records and model."""
+    """One fit that exports (a refit, a `zerotune train` run): its metrics, records and model. The directory is
+    also the fit's Ray Train run directory (its checkpoints), so everything in it comes from the one fit."""
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -80,11 +90,14 @@ class FitDir:
         self.records = join(uri, "records")
         self.model = join(uri, "model")
 
+    def ray_run(self) -> tuple[str, str]:
+        """(storage path, run name) that make Ray Train's run directory this directory."""
+        uri = self.uri.rstrip("/")
+        return posixpath.dirname(uri), posixpath.basename(uri)
+
 
 class SweepDir:
     """The paths of one sweep directory, and typed reads and writes of its records."""
-
-    refit_run_name = "refit-fit"  # Ray Train's run directory (checkpoints) under refit/
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -95,9 +108,9 @@ class SweepDir:
         self.tune = join(uri, "tune")
         self.trials = join(uri, "trials")
         self.refit = join(uri, "refit")
-        refit = FitDir(self.refit)
-        self.refit_metrics, self.refit_model, self.refit_records = refit.metrics, refit.model, refit.records
+        self.refit_latest = join(self.refit, "latest.json")
         self.report = join(uri, "report")
+        self.lease = join(uri, "lease")
 
     @classmethod
     def of(cls, cfg) -> SweepDir:
@@ -116,10 +129,34 @@ class SweepDir:
         """One `zerotune train` run."""
         return FitDir(join(self.uri, f"train-{stamp}"))
 
+    def new_refit(self) -> FitDir:
+        """A directory of its own for one refit: never one an earlier refit wrote (its records, its checkpoints)."""
+        return FitDir(join(self.refit, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"))
+
+    def mark_refit_complete(self, run: FitDir) -> None:
+        """Point refit/latest.json at `run`; call it last, once the run's metrics, records and model are written."""
+        write_json(self.refit_latest, {"run": run.ray_run()[1], "completed": time.time()})
+
+    def latest_refit(self) -> FitDir | None:
+        """The newest refit that completed, or None. (A sweep refitted before refits had directories of their
+        own has its one refit directly in refit/.)"""
+        if exists(self.refit_latest):
+            return FitDir(join(self.refit, read_json(self.refit_latest)["run"]))
+        legacy = FitDir(self.refit)
+        return legacy if exists(legacy.metrics) else None
+
     def tune_state_files(self) -> list[str]:
         """Tune's saved experiment states, oldest first."""
         names = [n for n in list_dir(self.tune) if n.startswith("experiment_state-") and n.endswith(".json")]
         return [join(self.tune, n) for n in sorted(names)]
+
+    def lease_claim(self, started: float, owner: str) -> str:
+        """A runner's claim on the sweep (sweeps.lease); a name of its own, so no runner overwrites another's."""
+        return join(self.lease, f"claim-{int(started * 1e9):020d}-{owner}.json")
+
+    def lease_claims(self) -> list[str]:
+        """Every runner's claim, oldest first (a claim being written, `*.json.tmp-<pid>`, is not one yet)."""
+        return [join(self.lease, n) for n in list_dir(self.lease) if n.startswith("claim-") and n.endswith(".json")]
 
     def read(self, path: str, default=None):
         """A JSON record of this sweep, or `default` when it is not there."""
@@ -129,9 +166,15 @@ class SweepDir:
         write_json(path, obj)
 
 
+def probe_path(uri: str) -> str:
+    """This writer's probe file under `uri`: each host, process and thread its own, so that two runs (or a run and
+    its watch) never delete each other's probe."""
+    return join(uri, f".write-test-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}")
+
+
 def write_probe(uri: str) -> None:
     """Write and delete one file under `uri` (StorageError or OSError when that cannot be done)."""
-    probe = join(uri, ".write-test")
+    probe = probe_path(uri)
     write_json(probe, {"ok": True})
     fs, path = filesystem(probe)
     fs.delete_file(path)
@@ -151,3 +194,33 @@ def check_writable(uri: str, *, keep: bool = True) -> None:
     if not keep and not existed:
         fs, path = filesystem(uri)
         fs.delete_dir(path)
+
+
+def check_trusted(uri: str) -> None:
+    """Refuse to resume from a local sweep directory that someone else could have written.
+
+    Resuming unpickles what the sweep stored (Tune's experiment state, DeepSpeed checkpoints through
+    torch.load(weights_only=False)): whoever can write there can run code as this user. A world-writable
+    directory (o+w) or one owned by another user is refused; group-writable is fine (a volume shared with the
+    Ray user's group). Object stores are trusted through their access policies (README, "Trust").
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    sweep = SweepDir(uri.removeprefix("file://"))
+    me = os.geteuid()
+    for path in (sweep.uri, sweep.tune, sweep.trials):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if info.st_mode & stat.S_IWOTH:
+            why, fix = "is writable by every user (o+w)", f"`chmod o-w {path}`"
+        elif info.st_uid != me:
+            why, fix = f"is owned by uid {info.st_uid}, not by this user (uid {me})", f"`chown -R {me} {path}`"
+        else:
+            continue
+        raise StorageError(
+            f"refusing to resume from {path}: it {why}, and resuming loads pickled state from there",
+            field="storage.path",
+            fix=f"if you trust its content, {fix}; or copy the sweep directory to a path only you can write",
+        )

@@ -80,28 +80,31 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def ray_head(request):
+def ray_head(request, tmp_path_factory):
     """ONE private Ray head with token auth (jobs tests and the shared tiny sweep), stopped after its last user.
 
-    3 CPUs: a trial's 2 workers plus the trial drivers' sliver, as the embedded cluster has. Its workers
-    get the shared sweep's simulated memory limit (ZEROTUNE_FAULT_OOM_BATCH: batches of OOM_BATCH rows fail
-    as out-of-memory); every other sweep on it uses smaller batches.
+    3 CPUs: a trial's 2 workers plus the trial drivers' sliver, as the embedded cluster has. Its workers get
+    the shared sweep's faults (tiny_models.sweep_faults: a simulated memory limit and two worker kills), which
+    fire in that sweep's trials only; "sweep_fault_markers" is where the kills leave their marker files.
     """
     from contextlib import ExitStack
 
-    from tiny_models import OOM_BATCH
+    from tiny_models import sweep_faults
     from token_head import token_head
 
+    markers = tmp_path_factory.mktemp("sweep-faults")
     state = request.config.stash.setdefault(HEAD_KEY, {"last_user": None, "stack": None})
     state["stack"] = ExitStack()
-    return state["stack"].enter_context(token_head(num_cpus=3, worker_env={"ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH)}))
+    head = state["stack"].enter_context(token_head(num_cpus=3, worker_env=sweep_faults(markers)))
+    return {**head, "sweep_fault_markers": markers}
 
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     """ONE real tiny sweep shared by the sweep, report and job tests (see tiny_models.sweep_raw): completed,
-    pruned, out-of-memory and diverged trials, then a refit. Submitted as users do on a cluster, with
-    `zerotune submit` to the token-auth head. Returns (config, summary with its refit, sweep directory, job)."""
+    pruned, out-of-memory and diverged trials, a trial whose worker is killed twice, then a refit. Submitted as
+    users do on a cluster, with `zerotune submit` to the token-auth head. Returns (config, summary with its
+    refit, sweep directory, job)."""
     import json
     import subprocess
 
@@ -109,6 +112,7 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
 
     from cluster import jobs
     from sweeps.config import load_config
+    from sweeps.layout import SweepDir
     from tiny_models import sweep_raw
 
     raw = sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("sweep-results"))
@@ -132,7 +136,7 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     assert status["status"] == "SUCCEEDED", logs[-3000:]
     root = Path(raw["storage"]["path"]) / raw["name"]
     summary = json.loads((root / "summary.json").read_text())
-    summary["refit"] = json.loads((root / "refit" / "metrics.json").read_text())
+    summary["refit"] = json.loads(Path(SweepDir(str(root)).latest_refit().metrics).read_text())
     job = {
         "id": job_id,
         "status": status,

@@ -71,6 +71,25 @@ def keyword_rows(n: int = 240, seed: int = 0):
 
 
 OOM_BATCH = 16  # batches this large exceed the simulated memory limit (ZEROTUNE_FAULT_OOM_BATCH)
+SWEEP_NAME = "it-sweep"  # the shared sweep's name
+KILLS = {"fold-1-start": (1, 0, 0), "fold-2-start": (2, 0, 0)}  # kill marker file -> (fold, epoch, step)
+
+
+def sweep_faults(markers: Path) -> dict[str, str]:
+    """The shared sweep's faults (trainer.faults), set in its Ray head's workers' environment (conftest.ray_head).
+
+    They fire in its trials' fits only (ZEROTUNE_FAULT_ONLY: the refit and other sweeps on the head run clean):
+    batches of OOM_BATCH rows fail as out-of-memory, and rank 0 is killed at the first step of fold 1 (a fold
+    boundary) and again at the first step of fold 2, once each (a marker file under `markers` each). Trials run
+    one at a time, so the first point, the only trial that reaches fold 2, takes both kills: its first restart
+    resumes from the end of fold 0, its second from the end of fold 1, a checkpoint the restarted group wrote.
+    """
+    kills = ",".join(f"{fold}:{epoch}:{step}:{markers / name}" for name, (fold, epoch, step) in KILLS.items())
+    return {
+        "ZEROTUNE_FAULT_ONLY": f"/{SWEEP_NAME}/trials/",
+        "ZEROTUNE_FAULT_OOM_BATCH": str(OOM_BATCH),
+        "ZEROTUNE_FAULT_KILL_AT": kills,
+    }
 
 
 def sweep_raw(model_dir, data, storage, **over) -> dict:
@@ -80,10 +99,11 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
     small (its first fold is below the first trial's, so ASHA prunes it), one whose batches
     exceed the simulated memory limit (fails out-of-memory), and 1.9e4 (with weight decay 0.01
     every AdamW step scales the weights by 1 - lr * wd = -189: the loss turns non-finite, it
-    fails as diverged). Then the best is refitted on all non-test rows and exported.
+    fails as diverged). Then the best is refitted on all non-test rows and exported. The first trial's worker
+    is killed twice (sweep_faults): Ray Train restarts its worker group twice (scaling.max_failures).
     """
     raw = {
-        "name": "it-sweep",
+        "name": SWEEP_NAME,
         "seed": 3,
         "task": "classification",
         "model": {"path": str(model_dir), "max_length": 32, "dropout": 0.0},
@@ -95,7 +115,7 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
             "weight_decay": 0.01,
         },  # epochs are cheap here: ~1 s each
         "deepspeed": {"zero_stage": 1},
-        "scaling": {"num_workers": 2},
+        "scaling": {"num_workers": 2, "max_failures": 2},  # two restarts: the two kills of sweep_faults
         "folds": {"k": 3, "test_fraction": 0.2},
         "search": {
             "num_trials": 4,

@@ -81,6 +81,9 @@ def token_head(*, num_cpus: int, worker_env: dict[str, str] | None = None):
         "RAY_USAGE_STATS_ENABLED": "0",
         # Jobs run `python` from PATH: the interpreter that has zerotune installed, as a cluster image would.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Ray Train's placement-group cleaner finds "its" cluster by auto-detection, which fails while another Ray
+        # runs on this machine (a controller killed with its trial then leaks its workers' CPUs): name this head.
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
         **(worker_env or {}),
     }
     env.pop("RAY_ADDRESS", None)

@@ -1,14 +1,17 @@
 """Report an epoch with a checkpoint, and read back where a restarted worker group resumes.
 
-A checkpoint holds the DeepSpeed engine (`engine/`, when saved) and `state.json`: which fold and epoch
-it belongs to, the folds finished so far, the fold's history and how often it was resumed. A
-checkpoint without a complete `state.json` is ignored (its engine files cannot be placed).
+A checkpoint holds the DeepSpeed engine (`engine/`, when saved), one manifest per rank of the engine files that
+rank wrote (`engine-rank<r>.json`: names and sizes), and `state.json`: which fold and epoch it belongs to, the
+folds finished so far, the fold's history and how often it was resumed. Ray Train keeps the last two
+(trainer.launch) and hands a restarted worker the latest; a latest that is damaged (its `state.json` unreadable,
+or engine files missing or shorter than their manifest says) is passed over for the one before it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from trainer.records import FoldRecord
 log = logging.getLogger("zerotune.trainer")
 ENGINE_TAG = "engine"
 STATE = "state.json"
+PREFIX = "checkpoint_"  # + time_ns: names sort by age
+MANIFEST = "engine-rank{rank}.json"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Saved:
     folds: tuple[FoldRecord, ...]  # finished folds
     history: tuple[dict, ...]  # this fold's epochs so far
     resumes: int  # restarts of this fold so far
+    ranks: int | None = None  # ranks that wrote an engine manifest (None: written before manifests)
 
     def to_json(self) -> dict:
         return {
@@ -42,6 +48,7 @@ class Saved:
             "fold_results": [f.to_json() for f in self.folds],
             "history": list(self.history),
             "resumes": self.resumes,
+            "ranks": self.ranks,
         }
 
     @classmethod
@@ -54,12 +61,13 @@ class Saved:
             folds=tuple(FoldRecord.from_json(f) for f in data["fold_results"]),
             history=tuple(data["history"]),
             resumes=data.get("resumes", 0),
+            ranks=data.get("ranks"),
         )
 
 
 @dataclass(frozen=True)
 class ResumeState:
-    """Where a fit starts: after the finished `folds`, and mid-fold when `engine_dir` is set.
+    """Where a fit starts: after the finished `folds`, and mid-fold when `checkpoint` is set.
 
     A restarted worker group skips its fits before `fit` (they finished) and resumes fit `fit` from here."""
 
@@ -67,7 +75,7 @@ class ResumeState:
     folds: tuple[FoldRecord, ...] = ()
     fold: int | None = None  # the fold whose engine was saved after `epoch`
     epoch: int | None = None
-    engine_dir: str | None = None
+    checkpoint: object | None = None  # the Ray Train checkpoint whose engine a mid-fold resume loads
     history: tuple[dict, ...] = ()
     resumes: int = 0
     restarts_fold: int | None = None  # the fold a restart begins from scratch (its engine was not saved)
@@ -78,29 +86,133 @@ class ResumeState:
 
 
 def restore(checkpoint) -> ResumeState:
-    """Where to restart from (a Ray Train checkpoint or None)."""
+    """Where to restart from: the Ray Train checkpoint `ray.train.get_checkpoint()` gives (or None), else the
+    newest older one beside it that is whole. Nothing is copied: a mid-fold resume loads the engine later."""
     if checkpoint is None:
         return ResumeState()
-    local = Path(tempfile.mkdtemp(prefix="zt-restore-"))
-    checkpoint.to_directory(str(local))
+    damaged = None  # the newest readable state whose engine files are not whole: its fold restarts
+    for candidate in _newest_first(checkpoint):
+        saved = _read_state(candidate)
+        if saved is None:
+            log.warning("passing over a checkpoint without a readable %s: %s", STATE, candidate.path)
+            continue
+        state = _resume_state(saved, candidate)
+        if state is None:
+            log.warning("passing over a checkpoint whose engine files are incomplete: %s", candidate.path)
+            damaged = damaged or _restart_fold(saved)
+            continue
+        # An older checkpoint never costs a finished fold: the damaged one's folds win if it had more.
+        return damaged if damaged is not None and len(damaged.folds) > len(state.folds) else state
+    return damaged or ResumeState()
+
+
+def past_recorded_folds(resume: ResumeState, records, val_rows: list, *, exported: bool) -> ResumeState:
+    """`resume`, moved past the folds `records` (trainer.records.FitRecords) hold as finished after it.
+
+    A fold is recorded just before its last report. A worker killed right after that report, before Ray Train's
+    controller registered it, restarts from an older checkpoint, which would run the finished fold again. A record
+    counts for the fold whose validation rows (`val_rows[fold]`) it names, unless it diverged. When the fit
+    `exported`, its last fold is left to its checkpoint: the model is exported after the fold is recorded."""
+    from trainer.records import rows_sha
+    from zerotune.errors import StorageError
+
     try:
-        saved = Saved.from_json(json.loads((local / STATE).read_text()))
+        recorded = {r.fold: r for r in records.folds()}
+    except StorageError as exc:  # a damaged record: resume from the checkpoint alone
+        log.warning("not reading the fold records: %s", exc.message)
+        return resume
+    folds, upto = list(resume.folds), len(val_rows) - int(exported)
+    while len(folds) < upto and (r := recorded.get(len(folds))) is not None:
+        if r.diverged or r.val_sha != rows_sha(val_rows[len(folds)]):
+            break
+        folds.append(r)
+    if len(folds) == len(resume.folds):
+        return resume
+    log.warning("fold %d recorded as finished after the checkpoint resumed from: not run again", len(folds) - 1)
+    return ResumeState(fit=resume.fit, folds=tuple(folds), resumes=1, restarts_fold=len(folds))
+
+
+def _newest_first(checkpoint):
+    """`checkpoint`, then the older ones Ray Train keeps beside it in the run directory, newest first.
+
+    Ray Train gives a worker only its latest checkpoint; the others are the run directory's `checkpoint_*`
+    directories. Newer ones are never used: their report may not have been registered (a worker died uploading)."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    yield checkpoint
+    fs = checkpoint.filesystem
+    run_dir, name = posixpath.split(checkpoint.path.rstrip("/"))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(run_dir))
+    except OSError:
+        return
+    older = [
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and i.base_name.startswith(PREFIX) and i.base_name < name
+    ]
+    for other in sorted(older, reverse=True):
+        yield Checkpoint(path=posixpath.join(run_dir, other), filesystem=fs)
+
+
+def _read_state(checkpoint) -> Saved | None:
+    try:
+        with checkpoint.filesystem.open_input_stream(posixpath.join(checkpoint.path, STATE)) as src:
+            return Saved.from_json(json.loads(src.read()))
     except (OSError, ValueError, KeyError, TypeError):
-        log.warning("ignoring a checkpoint without a readable %s: %s", STATE, checkpoint.path)
-        return ResumeState()
-    resumes = saved.resumes + 1
-    fold_done = len(saved.folds) > saved.fold  # the checkpoint was taken as its fold ended
-    if fold_done or not saved.engine_saved or not (local / ENGINE_TAG).is_dir():
-        return ResumeState(fit=saved.fit, folds=saved.folds, resumes=resumes, restarts_fold=len(saved.folds))
+        return None
+
+
+def _resume_state(saved: Saved, checkpoint) -> ResumeState | None:
+    """Where `saved` says a restart begins; None when that needs its engine and the engine files are not whole."""
+    if len(saved.folds) > saved.fold:
+        # Taken as its fold ended: the next fold restarts (its resumes count restarts of that fold, not this one).
+        return ResumeState(fit=saved.fit, folds=saved.folds, resumes=1, restarts_fold=len(saved.folds))
+    if not saved.engine_saved:
+        return _restart_fold(saved)
+    if not _engine_whole(checkpoint, saved):
+        return None
     return ResumeState(
         fit=saved.fit,
         folds=saved.folds,
         fold=saved.fold,
         epoch=saved.epoch,
-        engine_dir=str(local),
+        checkpoint=checkpoint,
         history=saved.history,
-        resumes=resumes,
+        resumes=saved.resumes + 1,
     )
+
+
+def _restart_fold(saved: Saved) -> ResumeState:
+    """Keep the finished folds; the checkpoint's fold starts again from scratch."""
+    return ResumeState(fit=saved.fit, folds=saved.folds, resumes=saved.resumes + 1, restarts_fold=len(saved.folds))
+
+
+def _engine_whole(checkpoint, saved: Saved) -> bool:
+    """Every rank's manifest is there, and every file it lists has its size."""
+    import pyarrow.fs as pafs
+
+    fs, root = checkpoint.filesystem, checkpoint.path
+    if saved.ranks is None:  # written before manifests: the engine directory must at least be there
+        return fs.get_file_info(posixpath.join(root, ENGINE_TAG)).type == pafs.FileType.Directory
+    for rank in range(saved.ranks):
+        try:
+            with fs.open_input_stream(posixpath.join(root, MANIFEST.format(rank=rank))) as src:
+                sizes = json.loads(src.read())["files"]
+            infos = fs.get_file_info([posixpath.join(root, ENGINE_TAG, name) for name in sizes])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if any(i.type != pafs.FileType.File or i.size != sizes[name] for name, i in zip(sizes, infos, strict=True)):
+            return False
+    return True
+
+
+def write_manifest(directory: str, *, rank: int) -> None:
+    """This rank's manifest of the engine files it saved under `directory` (before Ray Train uploads it)."""
+    engine = Path(directory, ENGINE_TAG)
+    files = {str(p.relative_to(engine)): p.stat().st_size for p in sorted(engine.rglob("*")) if p.is_file()}
+    Path(directory, MANIFEST.format(rank=rank)).write_text(json.dumps({"files": files}))
 
 
 def report(metrics: dict, *, engine, saved: Saved, rank: int, final: bool = False) -> None:
@@ -117,11 +229,15 @@ def report(metrics: dict, *, engine, saved: Saved, rank: int, final: bool = Fals
     with tempfile.TemporaryDirectory(prefix="zt-ckpt-") as tmp:
         if saved.engine_saved:
             engine.save_checkpoint(tmp, tag=ENGINE_TAG)
+            write_manifest(tmp, rank=rank)
         if rank == 0:
             Path(tmp, STATE).write_text(json.dumps(saved.to_json(), default=float))
-        name = f"checkpoint_{time.time_ns()}_f{saved.fold:02d}_" + ("final" if final else f"e{saved.epoch:03d}")
+        name = f"{PREFIX}{time.time_ns()}_f{saved.fold:02d}_" + ("final" if final else f"e{saved.epoch:03d}")
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
 
 def load_engine(engine, state: ResumeState) -> None:
-    engine.load_checkpoint(state.engine_dir, tag=ENGINE_TAG)
+    """Load the engine saved in `state.checkpoint`: in place on a local disk; from object storage through a
+    temporary copy that is deleted once loaded (Checkpoint.as_directory), so no rank leaves a copy behind."""
+    with state.checkpoint.as_directory() as local:
+        engine.load_checkpoint(local, tag=ENGINE_TAG)

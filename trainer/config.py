@@ -2,13 +2,15 @@
 
 `sweeps.config` composes these into the one sweep config tree. Field
 descriptions are the documentation: the CLI prints them for `--help`.
+Every float field is finite (allow_inf_nan=False): torch's optimizers refuse a
+NaN rate, DeepSpeed's schedulers and Tune's domains an infinite one.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["classification", "regression", "causal-lm"]
 
@@ -24,8 +26,10 @@ Method = Literal["full", "partial", "lora", "prompt-tuning"]
 
 class LoraConfig(Group):
     rank: int = Field(8, ge=1, le=1024, description="LoRA rank r of the low-rank update")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / rank)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch")
+    alpha: float = Field(
+        16.0, gt=0, allow_inf_nan=False, description="LoRA scaling alpha (the update is scaled by alpha / rank)"
+    )
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, allow_inf_nan=False, description="Dropout on the LoRA branch")
     target_modules: list[str] | None = Field(
         None,
         min_length=1,
@@ -44,10 +48,18 @@ class ModelConfig(Group):
     )
     max_length: int = Field(128, ge=8, le=32768, description="Tokens per example; longer texts are truncated")
     dropout: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Override the model's hidden and attention dropout (None keeps the model's)"
+        None,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Override the model's hidden and attention dropout (None keeps the model's)",
     )
     classifier_dropout: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Override the classification head's dropout (None keeps the model's)"
+        None,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Override the classification head's dropout (None keeps the model's)",
     )
     method: Method = Field(
         "full",
@@ -74,14 +86,19 @@ class DataConfig(Group):
     path: str = Field(
         ...,
         description="CSV/TSV/JSONL/Parquet file, a `datasets` save_to_disk directory, a hub data set name, "
-        "or 'pkg:chatterbot_corpus/data/english' (with format: chatterbot)",
+        "or 'pkg:chatterbot_corpus/data/english' (with format: chatterbot). CSV/TSV cells are read as written: "
+        "only an empty cell is missing ('NA', 'null', 'nan', 'None' are text or a class like any other)",
     )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets", "chatterbot", "hub"] = Field(
         "auto", description="File format; auto picks by extension (directory: datasets)"
     )
     text_column: str = Field("text", description="Column with the input text (plain text for causal-lm)")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs)")
-    label_column: str | None = Field("label", description="Class label (classification) or numeric target (regression)")
+    label_column: str | None = Field(
+        "label",
+        description="Class label (classification) or numeric target (regression, a finite float32); "
+        "every row needs one",
+    )
     prompt_column: str | None = Field(
         None, description="causal-lm: prompt column; its tokens are masked out of the loss"
     )
@@ -96,25 +113,35 @@ class DataConfig(Group):
     dedupe: bool = Field(False, description="Drop duplicate rows (same text and label) before splitting")
     normalize: bool = Field(True, description="Unicode NFKC and whitespace normalisation; drops empty texts")
 
+    def columns(self, task: Task) -> dict[str, str]:
+        """The columns `task` reads, by the field that names them: the text (the prompt in causal-lm), the pair,
+        the response (causal-lm) or the label (the other tasks), the group."""
+        text = "prompt_column" if task == "causal-lm" and self.prompt_column else "text_column"
+        target = "response_column" if task == "causal-lm" else "label_column"
+        names = (text, "text_pair_column", target, "group_column")
+        return {f"data.{name}": getattr(self, name) for name in names if getattr(self, name)}
+
 
 class TrainConfig(Group):
     """Hyperparameters of one fit; a sweep's search space overrides some of them."""
 
     # No upper bound: a rate that makes the loss diverge is a result the sweep reports (failed: diverged),
     # not bad input.
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate")
+    learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False, description="Peak learning rate")
     batch_size: int = Field(16, ge=1, le=4096, description="Micro batch per device (per Ray Train worker)")
     grad_accum: int = Field(1, ge=1, le=1024, description="Gradient accumulation steps")
     epochs: int = Field(1, ge=1, le=1000, description="Epochs per fit (per fold in a sweep)")
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap on optimizer steps per epoch (smoke tests and quick looks)"
     )
-    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay (L2)")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate")
+    weight_decay: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, description="Decoupled weight decay (L2)")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, allow_inf_nan=False, description="Share of steps spent warming up the learning rate"
+    )
     schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay after warmup")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW, or SGD with momentum")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables)")
+    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False, description="SGD momentum")
+    max_grad_norm: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient clipping norm (0 disables)")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop a fold after this many epochs without improvement; score its best epoch"
     )
@@ -141,10 +168,26 @@ class DeepSpeedConfig(Group):
         return self
 
 
+# Ray refuses resource requests finer than 0.0001 ("precision ... cannot go beyond 0.0001").
+RAY_RESOURCE_DIGITS = 4
+
+
 class ScalingConfig(Group):
     num_workers: int = Field(2, ge=1, le=4096, description="Ray Train workers (data-parallel ranks) per fit")
     use_gpu: bool = Field(False, description="One GPU per worker; NCCL backend")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    cpus_per_worker: float = Field(
+        1.0, ge=10**-RAY_RESOURCE_DIGITS, le=1024, allow_inf_nan=False, description="CPUs reserved per worker"
+    )
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts from the latest checkpoint before a fit fails"
     )
+
+    @field_validator("cpus_per_worker")
+    @classmethod
+    def _ray_precision(cls, value: float) -> float:
+        if round(value, RAY_RESOURCE_DIGITS) != value:
+            raise ValueError(
+                f"Ray counts resources in steps of {10**-RAY_RESOURCE_DIGITS:g}; "
+                f"use e.g. {round(value, RAY_RESOURCE_DIGITS):g}"
+            )
+        return value

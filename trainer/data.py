@@ -93,10 +93,8 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
     if fmt != "hub" and not path.exists():
         raise problem(field_, f"{location} does not exist", "point data.path at an existing file or directory")
     try:
-        if fmt == "csv":
-            df = pd.read_csv(path, encoding="utf-8")
-        elif fmt == "tsv":
-            df = pd.read_csv(path, sep="\t", encoding="utf-8")
+        if fmt in ("csv", "tsv"):
+            df = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8", **_as_written(cfg))
         elif fmt == "jsonl":
             df = pd.read_json(path, lines=True, encoding="utf-8")
         elif fmt == "parquet":
@@ -130,6 +128,21 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
     if df.empty:
         raise problem(field_, f"{location} has no rows", "give a data set with rows")
     return df
+
+
+def _as_written(cfg: DataConfig) -> dict:
+    """read_csv options that keep the configured columns as the strings the file holds.
+
+    pandas reads "NA", "null", "nan", "None" (and more) as missing by default: a text "NA" or a class named "null"
+    would silently become an empty text or a missing label. Only an empty cell is missing here; and an integer
+    label column with an empty cell stays "1", not "1.0".
+    """
+    named = (cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.prompt_column, cfg.response_column)
+    return {
+        "dtype": {c: str for c in (*named, cfg.group_column) if c},
+        "keep_default_na": False,
+        "na_values": [""],
+    }
 
 
 def _text_header(path: Path, fmt: str) -> list[str]:
@@ -168,21 +181,14 @@ def _clean(text: Any, normalize: bool) -> str:
 
 
 def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: int = 2) -> Examples:
-    """Check columns, clean, map labels to ids. `min_per_class` is what the split/folds need."""
-    import pandas as pd
+    """Check columns, clean, map labels to ids. `min_per_class` is what the split/folds need.
 
-    text_col = cfg.prompt_column if task == "causal-lm" and cfg.prompt_column else cfg.text_column
-    needed = {"data.text_column" if text_col == cfg.text_column else "data.prompt_column": text_col}
-    if cfg.text_pair_column:
-        needed["data.text_pair_column"] = cfg.text_pair_column
-    if task == "causal-lm" and cfg.response_column:
-        needed["data.response_column"] = cfg.response_column
-    if task != "causal-lm":
-        if not cfg.label_column:
-            raise problem("data.label_column", f"{task} needs a label column", "set data.label_column")
-        needed["data.label_column"] = cfg.label_column
-    if cfg.group_column:
-        needed["data.group_column"] = cfg.group_column
+    A row whose text is empty is dropped and counted; a row without a label or a group (an empty cell,
+    None/NaN) is an error naming the column (guessing either would change what is measured), and so is a
+    regression target that is not a finite float32. Rows left: none is an error naming what dropped them."""
+    needed = cfg.columns(task)
+    if task != "causal-lm" and not cfg.label_column:
+        raise problem("data.label_column", f"{task} needs a label column", "set data.label_column")
     missing = [
         (k, f"column {v!r} not in the data", f"use one of: {', '.join(map(str, df.columns))}")
         for k, v in needed.items()
@@ -191,33 +197,27 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
     if missing:
         raise DataError(missing)
 
+    text_col = needed.get("data.prompt_column") or cfg.text_column
+    label_col = cfg.label_column if task != "causal-lm" else None
     dropped: dict[str, int] = {}
     if cfg.max_rows and len(df) > cfg.max_rows:
         df = df.sample(n=cfg.max_rows, random_state=seed).sort_index()
     df = df.copy()
     for col in {text_col, cfg.text_pair_column, cfg.response_column} - {None}:
         df[col] = [_clean(v, cfg.normalize) for v in df[col]]
-    empty = df[text_col].str.len() == 0
-    if empty.any():
-        dropped["empty text"] = int(empty.sum())
-        df = df[~empty]
+    df = _drop(df, df[text_col].str.len() == 0, "empty text", dropped)
+    for field_, col in (("data.label_column", label_col), ("data.group_column", cfg.group_column)):
+        blank = _blank(df[col]) if col else None
+        if blank is not None and blank.any():
+            raise problem(field_, f"{int(blank.sum())} rows have no {col!r} value", "fill or drop those rows")
     if cfg.dedupe:
-        keys = [c for c in (text_col, cfg.text_pair_column, cfg.response_column, cfg.label_column) if c]
-        dup = df.duplicated(subset=keys)
-        if dup.any():
-            dropped["duplicates"] = int(dup.sum())
-            df = df[~dup]
-    if df.empty:
-        raise problem("data.path", "no rows with text remain", f"check data.text_column ({text_col!r}) holds text")
+        keys = [c for c in (text_col, cfg.text_pair_column, cfg.response_column, label_col) if c]
+        df = _drop(df, df.duplicated(subset=keys), "duplicates", dropped)
+    _check_rows_left(df, dropped)
 
     labels = label_names = None
     if task == "classification":
-        raw = df[cfg.label_column]
-        if raw.isna().any():
-            raise problem(
-                "data.label_column", f"{int(raw.isna().sum())} rows have no label", "fill or drop rows without a label"
-            )
-        raw = raw.astype(str)
+        raw = df[label_col].astype(str)
         counts = raw.value_counts()
         rare = counts[counts < min_per_class]
         if len(rare):
@@ -229,28 +229,20 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
                     "set data.rare_classes: drop, lower folds.k, or add rows",
                 )
             log.warning("dropping %d rare classes (< %d rows): %s", len(rare), min_per_class, shown)
-            dropped["rare classes"] = int(rare.sum())
             keep = ~raw.isin(rare.index)
-            df, raw = df[keep], raw[keep]
+            df, raw = _drop(df, ~keep, "rare classes", dropped), raw[keep]
         label_names = sorted(raw.unique())
         if len(label_names) < 2:
+            found = f"only one class ({label_names[0]!r})" if label_names else "no class"
             raise problem(
                 "data.label_column",
-                f"only one class ({label_names[0]!r}) in the data",
-                "classification needs at least two classes",
+                f"{found} left with >= {min_per_class} rows",
+                "classification needs at least two classes: add rows, or lower folds.k",
             )
         index = {name: i for i, name in enumerate(label_names)}
         labels = np.array([index[v] for v in raw], dtype=np.int64)
     elif task == "regression":
-        values = pd.to_numeric(df[cfg.label_column], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-        if bad.any():
-            raise problem(
-                "data.label_column",
-                f"{int(bad.sum())} rows have a missing or non-numeric target",
-                "fill or drop those rows",
-            )
-        labels = values.to_numpy(dtype=np.float32)
+        labels = _targets(df[label_col], label_col)
     groups = df[cfg.group_column].astype(str).to_numpy() if cfg.group_column else None
     return Examples(
         texts=list(df[text_col]),
@@ -261,6 +253,58 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
         groups=groups,
         dropped=dropped,
     )
+
+
+# Which field to change when dropping rows for this reason left none.
+_DROP_FIELD = {
+    "empty text": "data.text_column",
+    "duplicates": "data.dedupe",
+    "rare classes": "data.rare_classes",
+}
+
+
+def _drop(df, mask, reason: str, dropped: dict[str, int]):
+    """`df` without the rows of `mask`, counted under `reason`."""
+    if mask.any():
+        dropped[reason] = dropped.get(reason, 0) + int(mask.sum())
+        df = df[~mask]
+    return df
+
+
+def _blank(values) -> pd.Series:
+    """Cells the data left empty: None/NaN, or only whitespace."""
+    return values.isna() | (values.astype(str).str.strip() == "")
+
+
+def _check_rows_left(df, dropped: dict[str, int]) -> None:
+    if not df.empty:
+        return
+    if not dropped:
+        raise problem("data.path", "the data has no rows", "give a data set with rows")
+    worst = max(dropped, key=dropped.get)
+    shown = ", ".join(f"{n} ({why})" for why, n in dropped.items())
+    raise problem(
+        _DROP_FIELD[worst],
+        f"no rows left after dropping {shown}",
+        "check that data.text_column names the column that holds the text, or add rows",
+    )
+
+
+def _targets(values, column: str) -> np.ndarray:
+    """Regression targets as float32; a value that is not a finite float32 is refused (it would train as inf/NaN)."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(numbers) | (np.abs(numbers) > np.finfo(np.float32).max)
+    if bad.any():
+        first = values.iloc[int(np.argmax(bad))]
+        raise problem(
+            "data.label_column",
+            f"{int(bad.sum())} rows of {column!r} hold no finite number within float32 (e.g. {first!r})",
+            "fix those values, or drop those rows",
+        )
+    return numbers.astype(np.float32)
 
 
 @dataclass(frozen=True)

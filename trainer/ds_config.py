@@ -116,4 +116,8 @@ def build_deepspeed_config(
     }
     if ds.offload_optimizer and device == "cpu":
         config["zero_force_ds_cpu_optimizer"] = True
+    if train.optimizer != "adamw" and ds.zero_stage > 0:
+        # DeepSpeed asserts on a client optimizer its ZeRO stages were not tested with (torch's SGD is one);
+        # SGD's state is per parameter, so partitioning it is sound.
+        config["zero_allow_untested_optimizer"] = True
     return config

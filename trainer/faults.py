@@ -3,7 +3,8 @@
 Set in the workers' environment (tests/conftest.py, tests/tiny_models.py):
 
     ZEROTUNE_FAULT_KILL_AT='fold:epoch:step:marker'  rank 0 SIGKILLs itself at that step, once (the marker
-                                                     file records that it did, so the restart runs on)
+                                                     file records that it did, so the restart runs on);
+                                                     several kill points: comma-separated, a marker each
     ZEROTUNE_FAULT_OOM_BATCH=N                       a training step of N or more rows runs with the address
                                                      space capped at its current size, so its next
                                                      allocation fails as a real out-of-memory would
@@ -38,15 +39,15 @@ def step_hook(records_uri: str | None, *, rank: int, env: dict | None = None) ->
     only = env.get(ONLY)
     if only and only not in (records_uri or ""):
         return None
-    kill = _kill_plan(env.get(KILL_AT)) if rank == 0 else None
+    kills = _kill_plan(env.get(KILL_AT)) if rank == 0 else {}
     oom_rows = int(env[OOM_BATCH]) if env.get(OOM_BATCH) else None
-    if kill is None and oom_rows is None:
+    if not kills and oom_rows is None:
         return None
 
     @contextmanager
     def hook(fold: int, epoch: int, step: int, rows: int):
-        if kill is not None and (fold, epoch, step) == kill[0]:
-            _kill_once(kill[1])
+        if (fold, epoch, step) in kills:
+            _kill_once(kills[(fold, epoch, step)])
         if oom_rows is not None and rows >= oom_rows:
             with address_space_capped():
                 yield
@@ -56,11 +57,14 @@ def step_hook(records_uri: str | None, *, rank: int, env: dict | None = None) ->
     return hook
 
 
-def _kill_plan(plan: str | None) -> tuple[tuple[int, int, int], Path] | None:
-    if not plan:
-        return None
-    fold, epoch, step, marker = plan.split(":", 3)
-    return (int(fold), int(epoch), int(step)), Path(marker)
+def _kill_plan(plan: str | None) -> dict[tuple[int, int, int], Path]:
+    """{(fold, epoch, step): marker} of 'fold:epoch:step:marker[,fold:epoch:step:marker...]'."""
+    kills = {}
+    for point in (plan or "").split(","):
+        if point.strip():
+            fold, epoch, step, marker = point.strip().split(":", 3)
+            kills[(int(fold), int(epoch), int(step))] = Path(marker)
+    return kills
 
 
 def _kill_once(marker: Path) -> None:

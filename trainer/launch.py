@@ -53,8 +53,9 @@ def build_trainer(
             storage_path=path,
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
-            # The latest checkpoint is all a restart needs; older ones only cost disk.
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # A restart resumes from the latest checkpoint, or from the one before it when the latest is damaged
+            # (trainer.checkpoint.restore): keep two.
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
         ),
     )

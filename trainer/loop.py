@@ -8,8 +8,8 @@
           for each epoch:
             run_epoch      train_epoch (train_step per batch), then evaluate (trainer.evaluate)
             record_fold    once the fold ends (last epoch, early stop or divergence): its FoldRecord
+            export_fold    after the last fold's last epoch, when the spec exports (`zerotune train`, refits)
             report_epoch   the epoch's metrics with a checkpoint: what Tune sees and a restart resumes from
-          export_fold      after the last fold, when the spec exports (`zerotune train`, refits)
 
 Every rank runs the same number of forward passes and `ray.train.report` calls (ZeRO-3 and Train V2 both
 need that). Records go through trainer.records (rank 0; an out-of-memory record by the rank that ran out).
@@ -73,6 +73,9 @@ def run_fit(w: Worker, resume: ResumeState) -> None:
         if w.lead:
             log.warning("not retrying: out of memory at %s", oom.where())
         return
+    if w.records:  # a fold recorded after the checkpoint restored from was taken is not run again
+        val_rows = [val for _, val in w.folds]
+        resume = checkpoint.past_recorded_folds(resume, w.records, val_rows, exported=bool(w.spec.export_uri))
     if resume.folds and len(resume.folds) == w.k:
         # Restored after the last fold was recorded (the driver died before it saw the end): report the last
         # epoch again, because every fit's last result must carry what its caller reads (a sweep: the objective).
@@ -129,12 +132,13 @@ def fit_fold(w: Worker, fold: int, resume: ResumeState, timings: Timings) -> tup
         if last:
             folds = (*folds, record_fold(w, fe, result, progress, stalled=stalled))
         log_epoch(w, fe, result, stalled=stalled)
+        if last and result.trained.diverged is None:
+            export_fold(w, fe, progress)  # before the report: a fit whose last checkpoint exists has its model
         report_epoch(w, fe, result, progress, folds=folds, timings=timings, save=spec.checkpoint_every_epoch or last)
         if result.trained.diverged is not None:
             return None
         if last:
             break
-    export_fold(w, fe, progress)
     return folds
 
 
@@ -345,6 +349,7 @@ def report_epoch(
         folds=folds,
         history=progress.history,
         resumes=fe.resumes,
+        ranks=w.world,
     )
     with timings.timed("checkpoint_s"):
         checkpoint.report(_metrics(w.spec, report), engine=fe.engine, saved=saved, rank=w.rank)
@@ -362,6 +367,7 @@ def report_finished(w: Worker, resume: ResumeState) -> None:
         folds=resume.folds,
         history=tuple(last.history),
         resumes=resume.resumes,
+        ranks=w.world,
     )
     checkpoint.report(_metrics(w.spec, report), engine=None, saved=saved, rank=w.rank, final=True)
 

@@ -44,11 +44,12 @@ def load_tokenizer(cfg: ModelConfig):
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
         tok = AutoTokenizer.from_pretrained(where, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # not found (offline: not cached), or no tokenizer transformers knows
         raise problem(
             "model.path",
-            f"cannot load a tokenizer from {where}: {str(exc).splitlines()[0]}",
-            "check the path; offline runs need a local directory",
+            f"cannot load a tokenizer from {where}: {(str(exc).splitlines() or [type(exc).__name__])[0]}",
+            "check the path (a directory with the model's tokenizer files, or a hub name); offline runs need a "
+            "local directory or a cached hub model",
         ) from None
     if tok.pad_token is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.

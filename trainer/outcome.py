@@ -19,7 +19,8 @@ class Outcome(StrEnum):
     DIVERGED = "diverged"
     OUT_OF_MEMORY = "out-of-memory"
     ERROR = "error"
-    INTERRUPTED = "interrupted"  # not finished and not failed: the run stopped (resumable)
+    UNFINISHED = "unfinished"  # neither finished nor failed: still running, or its run died (resumable)
+    INTERRUPTED = "interrupted"  # neither finished nor failed when its run was stopped: Ctrl+C, the storage watch
 
     @property
     def failed(self) -> bool:
@@ -28,9 +29,7 @@ class Outcome(StrEnum):
     @property
     def trial_state(self) -> str:
         """The state a sweep shows for a trial that ended so (a value of sweeps.layout.TrialState)."""
-        if self.failed:
-            return "failed"
-        return "unfinished" if self is Outcome.INTERRUPTED else self.value
+        return "failed" if self.failed else self.value
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,10 @@ def classify(
     oom: OomRecord | None = None,
     error: BaseException | str | None = None,
     stopped: bool = False,
+    interrupted: bool = False,
 ) -> Ended:
-    """How a fit of `k` folds ended, from its records first, then its error; `stopped`: the scheduler ended it."""
+    """How a fit of `k` folds ended, from its records first, then its error; `stopped`: the scheduler ended it;
+    `interrupted`: its run was stopped while it ran (not a result: the next run resumes it)."""
     if oom is not None:
         return Ended(Outcome.OUT_OF_MEMORY, f"at {oom.where()}")
     diverged = next((f.diverged for f in folds if f.diverged), None)
@@ -79,4 +80,4 @@ def classify(
         return Ended(Outcome.COMPLETED)
     if stopped:
         return Ended(Outcome.PRUNED, f"stopped after {len(folds)} of {k} folds")
-    return Ended(Outcome.INTERRUPTED)
+    return Ended(Outcome.INTERRUPTED if interrupted else Outcome.UNFINISHED)

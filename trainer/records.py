@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from trainer.storage import join, list_dir, read_json, write_json
+from zerotune.errors import StorageError
 
 
 def rows_sha(rows) -> str:
@@ -32,6 +33,19 @@ class _Record:
     @classmethod
     def from_json(cls, data: dict):
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    @classmethod
+    def read(cls, uri: str):
+        """The record stored at `uri`; StorageError naming the file when it is not whole (truncated, keys missing)."""
+        data = read_json(uri)
+        try:
+            return cls.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(
+                f"cannot read {uri} as a {cls.__name__}: {type(exc).__name__}: {exc}",
+                field="storage.path",
+                fix="the record is damaged (an interrupted write or a disk fault): restore it from a copy",
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ class FitRecords:
     def folds(self) -> list[FoldRecord]:
         """The finished folds, in fold order."""
         names = [n for n in list_dir(self.uri) if n.startswith("fold-") and n.endswith(".json")]
-        records = [FoldRecord.from_json(read_json(join(self.uri, n))) for n in names]
+        records = [FoldRecord.read(join(self.uri, n)) for n in names]
         return sorted(records, key=lambda r: r.fold)
 
     def write_start(self, marker: StartMarker, *, ns: int) -> None:
@@ -110,8 +124,9 @@ class FitRecords:
     def starts(self) -> list[StartMarker]:
         """Every fold fit started, in the order they started."""
         where = join(self.uri, "starts")
-        names = sorted(list_dir(where), key=lambda n: int(n.rsplit("-", 1)[1].split(".")[0]))
-        return [StartMarker.from_json(read_json(join(where, n))) for n in names]
+        names = [n for n in list_dir(where) if n.startswith("fold-") and n.endswith(".json")]  # not a write's .tmp-
+        names.sort(key=lambda n: int(n.rsplit("-", 1)[1].split(".")[0]))
+        return [StartMarker.read(join(where, n)) for n in names]
 
     def write_oom(self, record: OomRecord) -> None:
         write_json(join(self.uri, f"oom-rank{record.rank}.json"), record.to_json())
@@ -119,7 +134,7 @@ class FitRecords:
     def oom(self) -> OomRecord | None:
         """The first out-of-memory record of the fit, or None."""
         names = sorted(n for n in list_dir(self.uri) if n.startswith("oom-") and n.endswith(".json"))
-        return OomRecord.from_json(read_json(join(self.uri, names[0]))) if names else None
+        return OomRecord.read(join(self.uri, names[0])) if names else None
 
     def write_deepspeed(self, config: dict) -> None:
         write_json(join(self.uri, "deepspeed.json"), config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -33,10 +34,19 @@ def join(uri: str, *parts: str) -> str:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write atomically where the filesystem allows: a reader never sees half a file."""
+    """Write atomically where the filesystem allows: a reader never sees half a file.
+
+    On a local disk the file and its directory are also fsynced before and after the rename, so a power loss
+    leaves the old record or the new one, never an empty file under the new name. Object stores publish a whole
+    object or nothing (and pyarrow has no fsync for them)."""
+    import pyarrow.fs as pafs
+
     fs, path = filesystem(uri)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            _write_local(path, tmp, data)
+            return
         fs.create_dir(posixpath.dirname(path), recursive=True)
         with fs.open_output_stream(tmp) as out:
             out.write(data)
@@ -47,6 +57,26 @@ def write_bytes(uri: str, data: bytes) -> None:
             field="storage.path",
             fix="check that the storage path exists, is writable and has space",
         ) from None
+
+
+def _write_local(path: str, tmp: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fd = os.open(directory, os.O_RDONLY)  # the rename is durable once the directory entry is
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(uri: str, obj) -> None:
@@ -65,7 +95,16 @@ def read_bytes(uri: str) -> bytes:
 
 
 def read_json(uri: str):
-    return json.loads(read_bytes(uri))
+    """The JSON document at `uri`; StorageError naming the file when it is missing or not whole JSON (truncated)."""
+    data = read_bytes(uri)
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise StorageError(
+            f"cannot parse {uri}: {exc}",
+            field="storage.path",
+            fix="the file is damaged (an interrupted write or a disk fault): restore it from a copy, or delete it",
+        ) from None
 
 
 def exists(uri: str) -> bool:

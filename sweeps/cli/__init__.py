@@ -12,6 +12,10 @@ import sys
 
 from zerotune.errors import ConfigError, ZerotuneError
 
+# Ctrl+C: the shell's code for a process ended by SIGINT (128 + 2), also when the command stopped on it cleanly.
+EXIT_INTERRUPTED = 130
+INTERRUPTED_MESSAGE = "interrupted; finished work is kept at the storage path (run the same command to resume)"
+
 # Import paths, not modules: a command's heavy imports happen only when it runs.
 _COMMAND_MODULES = (
     "sweeps.cli.train",
@@ -68,6 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         print(format_error(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept at the storage path", file=sys.stderr)
-        return 130
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return EXIT_INTERRUPTED
     return int(result or 0)

@@ -33,8 +33,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "refit",
         help="train the best config on all non-test rows, score it on the test split, export it",
-        description="Needs a sweep run with folds.test_fraction > 0. Writes <sweep>/refit/metrics.json and the model "
-        "directory <sweep>/refit/model (safetensors, tokenizer, labels, model card).",
+        description="Needs a sweep run with folds.test_fraction > 0. Each refit is a fresh run directory "
+        "<sweep>/refit/<stamp>/ with its metrics.json and model/ (safetensors, tokenizer, labels, model card); "
+        "<sweep>/refit/latest.json names the newest that completed (what `zerotune report` and `zerotune predict "
+        "<sweep>` read).",
     )
     p.add_argument("sweep", help="sweep directory or URI, or a name under --storage")
     p.add_argument("--storage", default="./results", help="storage path the name is under")
@@ -48,7 +50,12 @@ def add_parser(subparsers) -> None:
         description="Plain transformers on CPU, batched; prints the throughput. Classification: label and one "
         "probability per class; regression: the value.",
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="an exported model directory (e.g. <sweep>/refit/model)")
+    p.add_argument(
+        "model_dir",
+        metavar="MODEL_DIR",
+        help="an exported model directory (a refit's or a `zerotune train` run's model/), or a sweep directory: "
+        "its latest completed refit's model",
+    )
     p.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet file")
     p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     p.add_argument("--output", help="write predictions here (.csv, .tsv, .jsonl, .parquet); default: print them")
@@ -117,7 +124,7 @@ def _refit(args) -> int:
     )
     print(f"  cross-validation {cv['metric']}: {cv['mean']:.4f} ± {cv['std']:.4f}")
     print("  test: " + ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(summary["metrics"]).items()))
-    print(f"  model: {summary['model_dir']}")
+    print(f"  model: {summary['model_dir']} (now the sweep's latest refit)")
     return 0
 
 

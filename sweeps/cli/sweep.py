@@ -8,6 +8,7 @@ import json
 
 def add_parser(subparsers) -> None:
     from sweeps.config import config_help
+    from sweeps.search.resume import ALLOWED
 
     p = subparsers.add_parser("sweep", help="hyperparameter sweeps scored by k-fold cross-validation")
     sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
@@ -17,13 +18,21 @@ def add_parser(subparsers) -> None:
         help="run (or resume) a sweep",
         epilog=config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run a sweep; running it again with the same name resumes it (finished trials are kept).",
+        description="Run a sweep; running it again with the same name resumes it (finished trials are kept) with the "
+        f"configuration it started with: only {', '.join(ALLOWED)} may change (num_trials only up). Ctrl+C stops it "
+        "(exit 130) with its running trials `interrupted`: the same command resumes them.",
     )
     run.add_argument("config", help="sweep YAML file")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.num_trials=4")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")
     run.add_argument("--name", help="sweep name (default: the config's name)")
     run.add_argument("--storage", help="storage path or URI (default: the config's storage.path)")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="when resuming, run each failed trial again from scratch with the same parameters, as a new trial "
+        "(the failed attempt stays on record); default: failed trials stay failed",
+    )
     run.add_argument("--format", choices=["table", "json"], default="table")
     run.set_defaults(func=_run)
 
@@ -58,14 +67,19 @@ def _load(args):
 
 
 def _run(args) -> int:
-    from sweeps.cli import data_stdout, emit
+    import sys
+
+    from sweeps.cli import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, data_stdout, emit
     from sweeps.cli.tables import sweep_table
     from sweeps.search.run import run_sweep
 
     cfg = _load(args)
     with data_stdout(args.format):
-        summary = run_sweep(cfg, address=args.address, progress=args.format != "json")
+        summary = run_sweep(cfg, address=args.address, progress=args.format != "json", retry_failed=args.retry_failed)
     emit(summary, fmt=args.format, table=sweep_table)
+    if summary.get("interrupted"):  # Tune ends its loop normally on Ctrl+C: the sweep did not finish
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0 if summary["best"] else 1
 
 

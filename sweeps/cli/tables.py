@@ -64,6 +64,8 @@ def sweep_table(summary: dict) -> str:
         f"{summary['states']['failed']} failed ({summary['fold_fits']} fold fits)"
     ]
     out.append(table(rows, ["trial", "state", "folds", f"mean {metric}", "std", "time_s", "params"]))
+    # A damaged record: say which file and why, since the row itself has nothing else to show.
+    out += [f"  {t['trial_id']} unreadable: {t['reason']}" for t in summary["trials"] if t["state"] == "unreadable"]
     best = summary.get("best")
     if best:
         folds = ", ".join(_fmt(s) for s in best["fold_scores"])

@@ -1,4 +1,5 @@
-"""`zerotune predict`: run an exported model directory on new rows (CSV/TSV/JSONL/Parquet), on CPU, no Ray.
+"""`zerotune predict`: run an exported model directory (or a sweep's latest refit) on new rows
+(CSV/TSV/JSONL/Parquet), on CPU, no Ray.
 
 Classification rows get the label and one probability per class; regression rows get the value.
 Rows are batched by length (less padding) and written back in input order.
@@ -44,6 +45,28 @@ def read_rows(path: str, *, text_column: str):
         )
     texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[text_column]]
     return df, texts
+
+
+def model_directory(path: str) -> str:
+    """`path` itself, or, for a sweep directory, the model of its latest completed refit (refit/latest.json)."""
+    from sweeps.layout import SweepDir
+    from trainer.storage import exists
+
+    sweep = SweepDir(path)
+    if not exists(sweep.folds):  # not a sweep (a model directory has a config.json too, never folds)
+        return path
+    run = sweep.latest_refit()
+    if run is None:
+        raise ConfigError(
+            [
+                (
+                    "MODEL_DIR",
+                    f"the sweep at {path} has no completed refit",
+                    f"run `zerotune refit {path}` first, or pass an exported model directory",
+                )
+            ]
+        )
+    return run.model
 
 
 def load_model(model_dir: str):
@@ -123,6 +146,7 @@ def predict(
             [("--output", f"cannot tell the format of {output}", f"use a file ending in {', '.join(WRITERS)}")]
         )
     df, texts = read_rows(input_path, text_column=text_column)
+    model_dir = model_directory(model_dir)
     model, tokenizer, task, max_length = load_model(model_dir)
     started = time.perf_counter()
     values = predict_texts(model, tokenizer, texts, task=task, max_length=max_length, batch_size=batch_size)

@@ -1,6 +1,9 @@
 """Refit: the best trial's config trained on every non-test row, scored on the held-out test split, exported.
 
-Writes `<sweep>/refit/metrics.json` and the Hugging Face model directory `<sweep>/refit/model/`.
+Each refit is a fresh run directory (sweeps.layout: `SweepDir.new_refit`) holding its metrics.json, records,
+model (Hugging Face directory with its card) and Ray Train checkpoints, so a refit never resumes, nor reads the
+records of, an earlier one. `refit/latest.json` is pointed at it last, once it has completed: readers
+(`SweepDir.latest_refit`) get weights, card and metrics of the same fit.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 import numpy as np
 
 from sweeps.config import SweepConfig
-from sweeps.layout import SweepDir
+from sweeps.layout import FitDir, SweepDir
 from zerotune.errors import ConfigError, ZerotuneError
 
 log = logging.getLogger(__name__)
@@ -47,17 +50,19 @@ def refit(
     best = _best_trial(sd, cfg)
     examples, encoded = data or (_same_data(cfg, saved, sd), None)
     train_rows = np.unique(np.concatenate([np.asarray(f["train"] + f["val"], dtype=np.int64) for f in saved["folds"]]))
-    spec = _refit_spec(cfg, sd, best, n_train=len(train_rows), test_rows=test_rows)
+    run = sd.new_refit()
+    spec = _refit_spec(cfg, run, best, n_train=len(train_rows), test_rows=test_rows)
     if encoded is None:
         encoded = encode(cfg, examples)
     connect(address=address, worker_logs=worker_logs)
     log.warning(
         "refit of trial %s on %d rows, scored on %d test rows -> %s",
-        best["trial_id"], len(train_rows), len(test_rows), sd.refit,
+        best["trial_id"], len(train_rows), len(test_rows), run.uri,
     )  # fmt: skip
+    storage_path, name = run.ray_run()
     record, _ = fit_split(
         spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling,
-        name=sd.refit_run_name, storage_path=sd.refit,
+        name=name, storage_path=storage_path,
     )  # fmt: skip
     tested = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record.metrics).items())
     write_model_card(dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded)
@@ -74,7 +79,8 @@ def refit(
         "probe_rows": int(min(len(test_rows), PROBE_LIMIT)),
         "wall_s": round(time.time() - started, 1),
     }
-    write_json(sd.refit_metrics, summary)
+    write_json(run.metrics, summary)
+    sd.mark_refit_complete(run)  # last: only a refit whose weights, card and metrics are all written is the latest
     return summary
 
 
@@ -109,7 +115,7 @@ def _same_data(cfg: SweepConfig, saved: dict, sd: SweepDir):
     return examples
 
 
-def _refit_spec(cfg: SweepConfig, sd: SweepDir, best: dict, *, n_train: int, test_rows: np.ndarray):
+def _refit_spec(cfg: SweepConfig, run: FitDir, best: dict, *, n_train: int, test_rows: np.ndarray):
     """The best trial's config as one fit that exports, probing (and carding) with the test split."""
     from sweeps.preflight.data import fit_spec
     from sweeps.search.space import apply_params
@@ -119,7 +125,7 @@ def _refit_spec(cfg: SweepConfig, sd: SweepDir, best: dict, *, n_train: int, tes
     train = train.model_copy(update={"early_stopping_patience": None})
     card = model_card_facts(cfg, best, n_train=n_train, n_test=len(test_rows), train=train, deepspeed=deepspeed)
     return fit_spec(
-        cfg, train=train, deepspeed=deepspeed, model=model, records_uri=sd.refit_records, export_uri=sd.refit_model,
+        cfg, train=train, deepspeed=deepspeed, model=model, records_uri=run.records, export_uri=run.model,
         probe_rows=tuple(int(i) for i in test_rows[:PROBE_LIMIT]), card=card,
     )  # fmt: skip
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from dataclasses import dataclass
 
@@ -56,13 +55,8 @@ def run_fits(
     resources = connect(address=address, worker_logs=worker_logs)
     for r in runs:
         check_fit(r.cfg, resources=resources, n_train=r.n_train)
-    first = runs[0].run.uri.rstrip("/")
-    records, result = fit_splits(
-        [r.fit for r in runs],
-        scaling=cfgs[0].scaling,
-        name=posixpath.basename(first),
-        storage_path=posixpath.dirname(first),  # Ray Train's run directory is the first config's run
-    )
+    storage_path, name = runs[0].run.ray_run()  # Ray Train's run directory is the first config's run
+    records, result = fit_splits([r.fit for r in runs], scaling=cfgs[0].scaling, name=name, storage_path=storage_path)
     wall_s = round(time.time() - started, 1)
     return [_summary(r, record, result, wall_s=wall_s) for r, record in zip(runs, records, strict=True)]
 

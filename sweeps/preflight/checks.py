@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 from sweeps.config import SweepConfig
-from sweeps.search.space import can_apply, trial_values
+from sweeps.preflight.model import model_config, model_problems
+from sweeps.search.space import trial_values
 from zerotune.errors import ConfigError
 
 
-def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None:
-    """Workers fit the cluster (when `resources` is known) and the data fits their batches; all problems at once."""
+def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int, model: bool = True) -> None:
+    """Workers fit the cluster (when `resources` is known), the data fits their batches and (unless `model` is
+    False: checked already) the settings fit the model; all problems at once."""
     problems = []
     if resources is not None:
         problems += _resource_problems(cfg, resources)
@@ -34,62 +36,16 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int) -> None
                 "use fewer workers or more data",
             )
         )
-    problems += _method_problems(cfg)
+    if model:
+        problems += model_problems(cfg)
     problems += _offload_memory_problems(cfg, resources)
     if problems:
         raise ConfigError(problems)
 
 
-def _method_problems(cfg: SweepConfig) -> list:
-    """Fine-tuning method settings checked against the model's config (read, not loaded)."""
-    partial, prompt = can_apply(cfg, "top_layers"), can_apply(cfg, "prompt_tokens")
-    if not (partial or prompt):
-        return []
-    config = model_config(cfg)
-    problems = []
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    top = trial_values(cfg, "top_layers")
-    if partial and layers is not None and top.max > layers:
-        problems.append(
-            (
-                top.field,
-                f"the model has {layers} transformer blocks; top_layers goes up to {top.max}",
-                f"use top_layers <= {layers}",
-            )
-        )
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    tokens = trial_values(cfg, "prompt_tokens")
-    if prompt and positions and cfg.model.max_length + tokens.max > positions:
-        problems.append(
-            (
-                tokens.field,
-                f"max_length {cfg.model.max_length} + {tokens.max} virtual tokens "
-                f"exceeds the model's {positions} positions",
-                f"use model.max_length <= {positions - tokens.max}",
-            )
-        )
-    return problems
-
-
 # Host bytes per parameter that ZeRO-Offload keeps in CPU memory: fp32 weights, gradients and
 # Adam's two moments for the optimizer (16), the weights themselves for parameter offload (4).
 OFFLOAD_BYTES = {"optimizer": 16, "params": 4}
-
-
-def model_config(cfg: SweepConfig):
-    """The model's config: config.json read as is (fast), else transformers' AutoConfig (GGUF)."""
-    import json
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from trainer.model import locate
-
-    where, gguf = locate(cfg.model)
-    if not gguf and (Path(where) / "config.json").is_file():
-        return SimpleNamespace(**json.loads((Path(where) / "config.json").read_text()))
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
 
 
 def count_parameters(cfg: SweepConfig) -> int:

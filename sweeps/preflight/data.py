@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 
 import numpy as np
 
@@ -40,6 +41,7 @@ def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
     need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
     examples = load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
+    check_test_split(cfg, examples, strategy)
     folds = make_folds(
         examples,
         k=cfg.folds.k,
@@ -61,6 +63,28 @@ def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     return examples, folds
 
 
+def check_test_split(cfg: SweepConfig, examples: Examples, strategy: str) -> None:
+    """The held-out test split must leave sklearn something to split (it raises otherwise): under stratification
+    every class on each side of it, with groups one group in it and k outside it (one per fold)."""
+    fraction, k = cfg.folds.test_fraction, cfg.folds.k
+    if not fraction or (strategy == "group" and examples.groups is None):
+        return  # no test split, or no groups for group folds (make_folds names that)
+    unit, n = ("groups", len(np.unique(examples.groups))) if strategy == "group" else ("rows", len(examples))
+    # sklearn's sizes: ceil for the test side, floor for the rest
+    n_test, n_train = math.ceil(fraction * n), math.floor((1 - fraction) * n)
+    classes = len(examples.label_names) if strategy == "stratified" and examples.label_names else 1
+    need_train = k if strategy == "group" else classes
+    if n_test < classes or n_train < need_train:
+        low, high = classes / n, 1 - need_train / n
+        where = f"a test_fraction of {fraction:g} of {n} {unit} leaves {n_test} for the test split and {n_train} "
+        if strategy == "stratified":
+            why = f"for the folds; stratification needs each of the {classes} classes on both sides"
+        else:
+            why = f"for the folds, which need {need_train}"
+        fix = f"use folds.test_fraction between {low:.3g} and {high:.3g}" if low <= high else "add rows"
+        raise ConfigError([("folds.test_fraction", where + why, fix)])
+
+
 def fingerprint(examples: Examples) -> str:
     """The data a sweep ran on: a resumed sweep or a refit must see the same rows."""
     h = hashlib.sha256()
@@ -69,6 +93,13 @@ def fingerprint(examples: Examples) -> str:
         h.update(b"\0")
     if examples.labels is not None:
         h.update(np.asarray(examples.labels).tobytes())
+    # The other columns a fit or a fold reads, each only when present (so a sweep without them keeps its
+    # fingerprint): second texts, causal-LM responses, and the groups that decide the folds.
+    for name, column in (("pairs", examples.pairs), ("responses", examples.responses), ("groups", examples.groups)):
+        if column is not None:
+            h.update(f"\1{name}\0".encode())
+            for value in column:
+                h.update(str(value).encode("utf-8", "replace") + b"\0")
     return h.hexdigest()[:16]
 
 

@@ -12,6 +12,7 @@ from sweeps.config import SweepConfig
 from sweeps.layout import check_writable, sweep_uri
 from sweeps.preflight.checks import check_fit
 from sweeps.preflight.data import prepare_sweep
+from sweeps.preflight.model import check_model
 from sweeps.search.folds import Folds
 from trainer.data import Examples
 
@@ -25,19 +26,19 @@ class Preflight:
 
 
 def preflight(cfg: SweepConfig, *, resources: Callable[[], dict | None]) -> Preflight:
-    """Data, folds, model and batch checks, then `resources()` (called only once the data passed) against the fit."""
-    from trainer.model import locate
-
+    """Data, folds and model (its tokenizer and config read, no weights), then `resources()` (called only once those
+    passed) against the fit."""
     examples, folds = prepare_sweep(cfg)
-    locate(cfg.model)
+    check_model(cfg)
     have = resources()
-    check_fit(cfg, resources=have, n_train=min(len(t) for t, _ in folds.folds))
+    check_fit(cfg, resources=have, n_train=min(len(t) for t, _ in folds.folds), model=False)
     checks = [
         f"config: {cfg.task}, metric {cfg.metric} ({cfg.mode})",
         f"data: {len(examples)} rows"
         + (f", {len(examples.label_names)} classes" if examples.label_names else "")
         + "".join(f"; dropped {n} ({why})" for why, n in examples.dropped.items()),
         f"folds: {cfg.folds.k} x {folds.strategy}, {len(folds.test)} test rows held out",
+        f"model: tokenizer and config of {cfg.model.path} read, max_length {cfg.model.max_length} fits",
         f"batches fit {cfg.scaling.num_workers} workers",
     ]
     if have is not None:
@@ -54,5 +55,30 @@ def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
         cfg, resources=lambda: connect(address=address) if address else local_resources(gpus=cfg.scaling.use_gpu)
     )
     uri = sweep_uri(cfg)
-    check_writable(uri, keep=False)
+    _probe_leaving_nothing(uri)
     return {"ok": True, "checks": [*result.checks, f"storage writable: {uri}"]}
+
+
+def _probe_leaving_nothing(uri: str) -> None:
+    """The storage probe of `sweep run`, minus what it leaves: on a local disk the probe's parent directories are
+    created, so the ones that did not exist before are removed again (only while empty)."""
+    import os
+
+    local = uri.removeprefix("file://")
+    if "://" in local:
+        check_writable(uri, keep=False)  # object stores have no directories to leave behind
+        return
+    path = os.path.abspath(os.path.expanduser(local))
+    missing = []
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    try:
+        check_writable(uri, keep=False)
+    finally:
+        for directory in missing:  # deepest first; the sweep directory itself is gone already
+            if os.path.isdir(directory):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break  # not empty: someone else writes there now

@@ -203,7 +203,10 @@ def _task_plots(task: str, fold_metrics: list[dict], best: dict, add, plots, *, 
 
 
 def _trial_row(sweep: SweepDir, t: dict) -> dict:
-    started = sweep.trial(t["trial_id"]).params().started
+    try:
+        started = sweep.trial(t["trial_id"]).params().started
+    except StorageError:  # a damaged params.json: the trial's row says so (state unreadable), the report goes on
+        started = None
     keys = (
         "trial_id",
         "state",
@@ -296,7 +299,9 @@ def _best(cfg, best: dict | None) -> dict | None:
 
 
 def _refit(sweep: SweepDir, best: dict | None) -> dict | None:
-    record = sweep.read(sweep.refit_metrics)
+    """The newest completed refit (refit/latest.json): its metrics and model directory are the same fit's."""
+    run = sweep.latest_refit()
+    record = sweep.read(run.metrics) if run is not None else None
     if record is None:
         return None
     test = scalar_metrics(record["metrics"])

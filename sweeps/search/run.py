@@ -2,24 +2,26 @@
 
 Everything durable lands under `<storage.path>/<name>/`; running the same
 command again restores the Tune experiment there, so finished trials are kept
-and unfinished ones resume from their last checkpoint.
+and unfinished ones resume from their last checkpoint. A resumed sweep runs the
+configuration it started with (sweeps.search.resume); Ctrl+C stops it as
+`interrupted`, resumable, without the final refit.
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 
+from sweeps import lease
 from sweeps.config import SweepConfig
-from sweeps.layout import SweepDir, check_writable
+from sweeps.layout import SweepDir, check_trusted, check_writable
 from sweeps.preflight.checks import max_concurrent
 from sweeps.preflight.data import encode, fingerprint
 from sweeps.preflight.validate import preflight
-from sweeps.results.collect import collect
+from sweeps.results.collect import collect, live_trials
 from sweeps.search.baseline import baseline
 from sweeps.search.folds import Folds
-from sweeps.search.space import tune_space
+from sweeps.search.resume import resume_changes, with_changes
 from zerotune.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,142 +50,118 @@ def save_or_check_folds(sweep: SweepDir, folds: Folds, examples) -> None:
         )
 
 
-def run_sweep(cfg: SweepConfig, *, address: str | None = None, progress: bool = True) -> dict:
+def run_sweep(
+    cfg: SweepConfig, *, address: str | None = None, progress: bool = True, retry_failed: bool = False
+) -> dict:
+    """Run or resume the sweep; its summary. `summary["interrupted"]`: the run was stopped (Ctrl+C, the storage
+    watch) before every trial ended, so it neither refits nor counts as finished; the same command resumes it.
+    `retry_failed`: a resumed sweep runs its failed trials again (sweeps.search.tuner.restore_tuner)."""
     from ray import tune
 
     from cluster.local import connect, free_resources
     from sweeps.search.trial import run_trial
+    from sweeps.search.tuner import new_tuner, restore_tuner
     from sweeps.search.watch import StorageWatch, raise_if_storage_broke
     from trainer.storage import filesystem
 
     started = time.time()
     sweep = SweepDir.of(cfg)
+    saved = sweep.read(sweep.config)
+    # A resumed sweep runs the configuration it started with: any other change is refused here, before anything
+    # runs or is written; the allowed ones are applied below.
+    changes = resume_changes(saved, cfg, config_path=sweep.config) if saved is not None else []
     checked = preflight(cfg, resources=lambda: connect(address=address, worker_logs=progress))
     examples, folds = checked.examples, checked.folds
-    # Nothing is written until every check has passed: a bad input leaves no partial sweep.
-    check_writable(sweep.uri)
-    save_or_check_folds(sweep, folds, examples)
-    sweep.write(sweep.config, cfg.model_dump(mode="json"))
-    sweep.write(
-        sweep.data,
-        {
-            "n_rows": len(examples),
-            "dropped": examples.dropped,
-            "label_names": examples.label_names,
-            "n_test": len(folds.test),
-            "baseline": baseline(cfg.task, examples, folds),
-        },
-    )
-    t_tokenize = time.perf_counter()
-    encoded = encode(cfg, examples)  # once per sweep; every trial and fold indexes into it
-    tokenize_s = time.perf_counter() - t_tokenize
-    log.warning(
-        "sweep %s: %d rows, %d folds (%s), %d trials -> %s",
-        cfg.name,
-        len(examples),
-        cfg.folds.k,
-        folds.strategy,
-        cfg.search.num_trials,
-        sweep.uri,
-    )
-
-    trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=sweep.uri, encoded=encoded, folds=folds.folds)
-    # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
-    # Tune refuses an empty request, so it asks for a sliver (local Ray adds one CPU for these).
-    trainable = tune.with_resources(trainable, {"cpu": 0.001})
-    fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
-    if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
-        log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
-        tuner = tune.Tuner.restore(
-            tune_path,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-            storage_filesystem=fs,
+    # One writer per sweep (sweeps.lease): taken once pre-flight passed, before the first write; released however
+    # the run ends (a SIGKILLed driver's is taken over by the next run).
+    with lease.hold(sweep.uri, timeout_s=cfg.storage.lease_timeout_s) as held:
+        # Nothing is written until every check has passed: a bad input leaves no partial sweep.
+        check_writable(sweep.uri)
+        save_or_check_folds(sweep, folds, examples)
+        if saved is None:
+            sweep.write(sweep.config, cfg.model_dump(mode="json"))  # once, when the sweep starts
+        elif changes:
+            log.warning("sweep %s resumes with changes: %s", cfg.name, "; ".join(map(str, changes)))
+            sweep.write(sweep.config, with_changes(saved, changes))
+        sweep.write(
+            sweep.data,
+            {
+                "n_rows": len(examples),
+                "dropped": examples.dropped,
+                "label_names": examples.label_names,
+                "n_test": len(folds.test),
+                "baseline": baseline(cfg.task, examples, folds),
+            },
         )
-    else:
-        tuner = _new_tuner(
-            cfg,
-            trainable,
-            fs=fs,
-            tune_path=tune_path,
-            concurrent=max_concurrent(cfg, free_resources()),
-            progress=progress,
-            callbacks=[StorageWatch(sweep.uri)],
+        t_tokenize = time.perf_counter()
+        encoded = encode(cfg, examples)  # once per sweep; every trial and fold indexes into it
+        tokenize_s = time.perf_counter() - t_tokenize
+        log.warning(
+            "sweep %s: %d rows, %d folds (%s), %d trials -> %s",
+            cfg.name,
+            len(examples),
+            cfg.folds.k,
+            folds.strategy,
+            cfg.search.num_trials,
+            sweep.uri,
         )
-    try:
-        grid = tuner.fit()
-    except Exception:
-        raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name)
-        raise
-    raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name)
-    summary = collect(sweep.uri, cfg=cfg, grid=grid, wall_s=time.time() - started)
-    summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
-    sweep.write(sweep.summary, summary)
-    if cfg.final.refit:
-        from sweeps.final.refit import refit
 
-        # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
-        summary["refit"] = refit(cfg, address=address, worker_logs=progress, data=(examples, encoded))
-    return summary
+        trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=sweep.uri, encoded=encoded, folds=folds.folds)
+        # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
+        # Tune refuses an empty request, so it asks for a sliver (local Ray adds one CPU for these).
+        trainable = tune.with_resources(trainable, {"cpu": 0.001})
+        fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
+        concurrent = max_concurrent(cfg, free_resources())
+        callbacks = [StorageWatch(sweep.uri, lease=held)]  # stops the run should another take the sweep over
+        if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
+            log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
+            check_trusted(sweep.uri)  # restoring unpickles what is stored there
+            if retry_failed:
+                # Tune forgets a failed trial it restarts: the summary keeps how it ended (sweeps.results.collect).
+                sweep.write(sweep.summary, collect(sweep.uri, cfg=cfg, finished=True))
+            tuner = restore_tuner(
+                cfg,
+                trainable,
+                fs=fs,
+                tune_path=tune_path,
+                concurrent=concurrent,
+                retry_failed=retry_failed,
+                callbacks=callbacks,
+            )
+        else:
+            tuner = new_tuner(
+                cfg,
+                trainable,
+                fs=fs,
+                tune_path=tune_path,
+                concurrent=concurrent,
+                progress=progress,
+                callbacks=callbacks,
+            )
+        try:
+            grid = tuner.fit()
+        except Exception:
+            raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
+            raise
+        raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
+        interrupted = ended_early(sweep, grid, cfg.search.num_trials)
+        summary = collect(sweep.uri, cfg=cfg, grid=grid, wall_s=time.time() - started, interrupted=interrupted)
+        summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
+        summary["resumed"] = saved is not None
+        summary["applied_changes"] = [c.to_json() for c in changes]
+        sweep.write(sweep.summary, summary)
+        if interrupted:
+            log.warning("sweep %s was interrupted: run the same command again to resume it", cfg.name)
+            return summary  # not finished: no refit
+        if cfg.final.refit:
+            from sweeps.final.refit import refit
+
+            # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
+            summary["refit"] = refit(cfg, address=address, worker_logs=progress, data=(examples, encoded))
+        return summary
 
 
-def _new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):
-    import optuna
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.search.num_trials // 3)))
-    searcher = OptunaSearch(
-        metric="objective",
-        mode=cfg.mode,
-        sampler=sampler,
-        points_to_evaluate=list(cfg.search.initial_points or []) or None,
-    )
-    return tune.Tuner(
-        trainable,
-        param_space=tune_space(cfg.search.space),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=_scheduler(cfg),
-            num_samples=cfg.search.num_trials,
-            max_concurrent_trials=concurrent,
-            # Not reuse_actors: Train's TuneReportCallback reports through a queue actor that dies with the
-            # trial session that made it, so a reused trial actor's next Train run fails (Ray 2.60).
-        ),
-        run_config=tune.RunConfig(
-            name=posixpath.basename(tune_path),
-            storage_path=posixpath.dirname(tune_path),
-            storage_filesystem=fs,
-            failure_config=tune.FailureConfig(
-                max_failures=0
-            ),  # Train restarts worker groups; a trial that still fails stays failed
-            verbose=1 if progress else 0,
-            callbacks=callbacks,
-        ),
-    )
-
-
-def _scheduler(cfg: SweepConfig):
-    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
-
-    sched = cfg.search.scheduler
-    if sched.type == "asha":
-        return ASHAScheduler(
-            time_attr="folds_done",
-            metric="objective",
-            mode=cfg.mode,
-            max_t=cfg.folds.k,
-            grace_period=sched.grace_folds,
-            reduction_factor=sched.reduction_factor,
-        )
-    if sched.type == "median":
-        return MedianStoppingRule(
-            time_attr="folds_done",
-            metric="objective",
-            mode=cfg.mode,
-            grace_period=sched.grace_folds,
-            min_samples_required=2,
-        )
-    return None
+def ended_early(sweep: SweepDir, grid, num_trials: int) -> bool:
+    """Tune returns normally when it is stopped (Ctrl+C, or the storage watch's SIGUSR1): the sweep has not ended
+    while Tune's saved state shows a trial it had not ended, or fewer trials than asked for were created."""
+    return bool(live_trials(sweep)) or len(grid) < num_trials

@@ -4,7 +4,7 @@ A `Dimension` knows its `search.space` key, the config field it sets (and so tha
 the field's own validators), its kind (float range, int range or choice), its Tune domain, its Optuna
 distribution and its condition (when a trial uses it, e.g. a LoRA rank only in lora trials). Everything that
 reads the space reads `DIMENSIONS`: the `search.space` YAML group (`SpaceConfig` is built from it), Tune's
-param space, a trial's config, importances, pre-flight and initial-point validation. Searching another
+param space, a trial's config, importances, pre-flight and initial points (sweeps.search.points). Searching another
 config field is one more row here.
 
 Conditions: Tune's Optuna searcher samples a flat space, so every searched dimension gets a value in every
@@ -18,7 +18,6 @@ This module imports `trainer.config` only; `sweeps.config` imports it (no cycle)
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Annotated, Literal, NamedTuple
@@ -90,6 +89,16 @@ class Dimension:
         except ValidationError:
             return False
         return True
+
+    def typed(self, value):
+        """`value` as the config field takes it (its own type, bounds and coercion: "1e-3" -> 0.001, 16.0 -> 16);
+        ValueError when the field refuses it. A bool is no number here (True is not a batch size)."""
+        if isinstance(value, bool) and base_type(self.field.annotation) is not bool:
+            raise ValueError(f"{value!r} is a boolean, not a value of {self.path}")
+        try:
+            return adapter(self.path).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
 
     def bounds(self) -> str:
         """What the field accepts, in words: '0 < value < 10', 'one of [0, 1, 2, 3]'."""
@@ -274,31 +283,6 @@ def apply_params(cfg, params: dict) -> tuple[TrainConfig, DeepSpeedConfig, Model
 def config_json(train: TrainConfig, deepspeed: DeepSpeedConfig, model: ModelConfig) -> dict:
     """The groups a trial's params override (what `apply_params` returns), as JSON by group name."""
     return {name: group.model_dump(mode="json") for name, group in zip(GROUPS, (train, deepspeed, model), strict=True)}
-
-
-def check_initial_points(space, points: list[dict] | None) -> list[tuple[str, str, str]]:
-    """Problems with `search.initial_points`: keys not searched, searched keys missing (Tune's Optuna searcher
-    needs every one), values the search space cannot draw. Each names `search.initial_points.<i>.<key>`."""
-    dims = searched(space)
-    known = ", ".join(dims) or "none"
-    problems = []
-    for i, point in enumerate(points or []):
-        for key, value in point.items():
-            where, d = f"search.initial_points.{i}.{key}", dims.get(key)
-            if d is None and key in BY_KEY:
-                problems.append((where, f"{key} is not searched", f"add it to search.space, or use only: {known}"))
-            elif d is None:
-                close = difflib.get_close_matches(key, list(dims) or list(BY_KEY), n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                problems.append((where, "not a search dimension", f"{hint}use only searched keys: {known}"))
-            elif not d.contains(d.setting(space), value):
-                message = f"{value!r} is outside search.space.{key} ({d.describe(d.setting(space))})"
-                problems.append((where, message, f"use a value in search.space.{key}, or widen it"))
-        for key in [k for k in dims if k not in point]:
-            example = dims[key].values(dims[key].setting(space))[0]
-            message = "missing: every searched dimension needs a value"
-            problems.append((f"search.initial_points.{i}.{key}", message, f"add {key}, e.g. {example!r}"))
-    return problems
 
 
 # -- helpers --------------------------------------------------------------------------------------

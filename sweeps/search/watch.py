@@ -14,8 +14,10 @@ from sweeps.layout import SweepDir, write_probe
 from zerotune.errors import StorageError
 
 
-def storage_problem(uri: str) -> str | None:
-    """Why the sweep directory can no longer be used, or None if it still can."""
+def storage_problem(uri: str, lease=None) -> str | None:
+    """Why the sweep directory can no longer be used by this run (holding `lease`), or None if it still can."""
+    if lease is not None and lease.lost:
+        return "was taken over by another run (this run's lease went stale: see storage.lease_timeout_s)"
     if not SweepDir(uri).exists():
         return "disappeared (its config.json is gone)"
     try:
@@ -29,20 +31,20 @@ class StorageWatch(Callback):
     """Probes the sweep directory every `every_s` seconds of the Tune loop; on a problem, interrupts Tune
     (SIGUSR1, which Tune treats as Ctrl+C) so that the sweep stops at once and can be resumed."""
 
-    def __init__(self, uri: str, every_s: float = 2.0):
-        self.uri, self.every_s, self._last = uri, every_s, 0.0
+    def __init__(self, uri: str, every_s: float = 2.0, lease=None):
+        self.uri, self.every_s, self.lease, self._last = uri, every_s, lease, 0.0
 
     def on_step_begin(self, iteration, trials, **info):
         now = time.monotonic()
         if now - self._last < self.every_s:
             return
         self._last = now
-        if storage_problem(self.uri) is not None:
+        if storage_problem(self.uri, self.lease) is not None:
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def raise_if_storage_broke(uri: str, storage_path: str, name: str) -> None:
-    problem = storage_problem(uri)
+def raise_if_storage_broke(uri: str, storage_path: str, name: str, lease=None) -> None:
+    problem = storage_problem(uri, lease)
     if problem is not None:
         raise StorageError(
             f"the sweep directory {uri} {problem} during the sweep; "

@@ -171,6 +171,7 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
 def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_head, tiny_sweep):
     """The session's shared tiny sweep (4 trials, a refit) was submitted with `zerotune submit` (conftest.tiny_sweep).
     Its job ran with the token in its environment (jobs inherit the head's): it must not reach anything written."""
+    from sweeps.layout import SweepDir
     from sweeps.report.facts import build_report
 
     token = ray_head["token"]
@@ -179,7 +180,7 @@ def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_
     assert summary["states"]["completed"] >= 1 and summary["refit"]["metrics"]
     assert token not in job["logs"] + job["submit_output"]
     build_report(str(root), formats=("html", "md", "json"))
-    assert (root / "refit" / "model" / "README.md").is_file()  # the exported model card
+    assert (Path(SweepDir(str(root)).latest_refit().model) / "README.md").is_file()  # the exported model card
     written = [p for p in root.rglob("*") if p.is_file()]
     written += [
         p

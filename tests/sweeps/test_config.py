@@ -115,3 +115,61 @@ def test_uris_with_credentials_are_refused_without_repeating_them():
     assert fields == ["storage.path", "data.path"]
     assert "sup3rsecret" not in str(err.value) and "s3cr3t" not in str(err.value)
     load_config(raw={"data": {"path": "s3://bucket/d.csv"}, "storage": {"path": "s3://bucket/runs"}})
+
+
+def test_the_seed_fits_numpy_and_sklearn():
+    """sklearn's random_state and numpy's legacy seeding take 32-bit seeds: a larger one would fail the folds."""
+    assert load_config(raw={**BASE, "seed": 2**32 - 1}).seed == 2**32 - 1
+    [(field, message, _)] = _problems({**BASE, "seed": 2**32})
+    assert field == "seed" and "4294967295" in message
+
+
+def test_cpus_per_worker_is_what_ray_can_reserve():
+    assert load_config(raw={**BASE, "scaling": {"cpus_per_worker": 1.5}}).scaling.cpus_per_worker == 1.5
+    for bad in (0.00001, 0.00015, float("inf")):
+        [(field, _, _)] = _problems({**BASE, "scaling": {"cpus_per_worker": bad}})
+        assert field == "scaling.cpus_per_worker", bad
+
+
+def test_grace_folds_cannot_exceed_the_folds():
+    """Ray's ASHA refuses grace_period > max_t (the folds) when the sweep starts; validate refuses it first."""
+    [(field, message, fix)] = _problems({**BASE, "folds": {"k": 3}, "search": {"scheduler": {"grace_folds": 4}}})
+    assert field == "search.scheduler.grace_folds" and "folds.k=3" in message and "<= 3" in fix
+    load_config(raw={**BASE, "folds": {"k": 3}, "search": {"scheduler": {"type": "none", "grace_folds": 4}}})
+
+
+@pytest.mark.parametrize(
+    ("task", "data", "field"),
+    [
+        ("classification", {"text_column": "t", "label_column": "t"}, "data.label_column"),
+        ("classification", {"text_column": "t", "text_pair_column": "t"}, "data.text_pair_column"),
+        ("classification", {"label_column": "y", "group_column": "y"}, "data.group_column"),
+        ("regression", {"text_column": "y", "label_column": "y"}, "data.label_column"),
+        ("causal-lm", {"prompt_column": "q", "response_column": "q"}, "data.response_column"),
+    ],
+)
+def test_one_column_is_not_used_twice(task, data, field):
+    [(where, message, fix)] = _problems({"task": task, "data": {"path": "x.csv", **data}})
+    assert where == field and "is also data." in message and field in fix
+
+
+def test_a_group_may_be_a_text_column_and_unused_columns_do_not_clash():
+    load_config(raw={"data": {"path": "x.csv", "group_column": "text"}})  # duplicate texts stay in one fold
+    load_config(raw={"task": "causal-lm", "data": {"path": "x.csv", "text_column": "label"}})  # no label in causal-lm
+
+
+def test_an_error_shows_a_long_value_shortened():
+    [(field, message, _)] = _problems({"data": {"path": "x.csv", "text_column": [["x"] * 1000] * 1000}})
+    assert field == "data.text_column" and len(message) < 200 and "..." in message
+
+
+def test_sgd_runs_under_zero_but_not_with_optimizer_offload():
+    """DeepSpeed's CPU optimizer for ZeRO-Offload is Adam only; under ZeRO 1-3 SGD is allowed explicitly."""
+    from trainer.ds_config import build_deepspeed_config
+
+    cfg = load_config(raw={**BASE, "train": {"optimizer": "sgd"}})  # zero_stage defaults to 2
+    ds = build_deepspeed_config(ds=cfg.deepspeed, train=cfg.train, world_size=1, steps_per_epoch=4, device="cpu")
+    assert ds["zero_allow_untested_optimizer"] is True and ds["optimizer"]["type"] == "SGD"
+    offload = {"zero_stage": 2, "offload_optimizer": True}
+    [(field, message, fix)] = _problems({**BASE, "train": {"optimizer": "sgd"}, "deepspeed": offload})
+    assert field == "train.optimizer" and "offload_optimizer" in message and fix

@@ -1,9 +1,14 @@
 """sweeps/layout.py: one owner for every path of a sweep directory, typed records, the trial states."""
 
 import json
+import os
+import threading
 
-from sweeps.layout import Params, SweepDir, TrialState, check_writable
+import pytest
+
+from sweeps.layout import Params, SweepDir, TrialState, check_trusted, check_writable, probe_path, write_probe
 from trainer.records import FoldRecord
+from zerotune.errors import StorageError
 
 
 def test_paths_live_under_the_sweep_and_records_round_trip(tmp_path):
@@ -22,12 +27,33 @@ def test_paths_live_under_the_sweep_and_records_round_trip(tmp_path):
     for path in (
         sweep.folds,
         sweep.data,
-        sweep.refit_metrics,
-        sweep.refit_model,
+        sweep.new_refit().metrics,
+        sweep.new_refit().model,
+        sweep.refit_latest,
         sweep.report,
         sweep.train_run("x").metrics,
     ):
         assert path.startswith(sweep.uri)
+
+
+def test_each_refit_has_its_own_directory_and_latest_names_the_last_completed(tmp_path):
+    sweep = SweepDir(str(tmp_path / "s"))
+    assert sweep.latest_refit() is None
+    first, second = sweep.new_refit(), sweep.new_refit()
+    assert first.uri != second.uri and first.ray_run() == (sweep.refit, first.uri.rsplit("/", 1)[1])
+    sweep.mark_refit_complete(first)
+    assert sweep.latest_refit().metrics == first.metrics
+    # `second` is running (or failed): until it is marked, readers keep getting the first refit whole.
+    sweep.write(second.metrics, {"partial": True})
+    assert sweep.latest_refit().model == first.model
+    sweep.mark_refit_complete(second)
+    assert sweep.latest_refit().model == second.model
+
+
+def test_a_sweep_refitted_before_refit_runs_had_directories_still_shows_its_refit(tmp_path):
+    sweep = SweepDir(str(tmp_path / "s"))
+    sweep.write(f"{sweep.refit}/metrics.json", {"trial_id": "t"})  # the former layout: refit/metrics.json
+    assert sweep.latest_refit().uri == sweep.refit
 
 
 def test_trial_states_are_the_report_schemas_states():
@@ -43,3 +69,50 @@ def test_storage_probe_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "new").exists()
     check_writable(str(tmp_path / "kept"))
     assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())
+
+
+def test_each_writer_probes_with_a_file_of_its_own(tmp_path):
+    # Two runs (or a run and its storage watch) probing at once: neither may delete the other's probe.
+    other = tmp_path / ".write-test"  # the one name every writer shared before
+    other.write_text("another writer's probe")
+    write_probe(str(tmp_path))
+    assert other.read_text() == "another writer's probe" and sorted(tmp_path.iterdir()) == [other]
+    names = []
+    thread = threading.Thread(target=lambda: names.append(probe_path(str(tmp_path))))
+    thread.start()
+    thread.join()
+    assert names[0] != probe_path(str(tmp_path)) != str(other)
+
+
+def _sweep_dirs(tmp_path) -> SweepDir:
+    sweep = SweepDir(str(tmp_path / "s"))
+    for path in (sweep.tune, sweep.trials):
+        os.makedirs(path)
+    for path in (sweep.uri, sweep.tune, sweep.trials):
+        os.chmod(path, 0o775)  # group-writable: a volume shared with the Ray user's group is fine
+    return sweep
+
+
+def test_resuming_refuses_a_world_writable_sweep_directory(tmp_path):
+    sweep = _sweep_dirs(tmp_path)
+    check_trusted(sweep.uri)
+    check_trusted(f"file://{sweep.uri}")
+    check_trusted("s3://bucket/sweep")  # object stores: their access policies decide (README, Trust)
+    for path in (sweep.uri, sweep.tune, sweep.trials):
+        os.chmod(path, 0o777)
+        for uri in (sweep.uri, f"file://{sweep.uri}"):
+            with pytest.raises(StorageError) as err:
+                check_trusted(uri)
+            assert err.value.message.startswith(f"refusing to resume from {path}: it is writable by every user")
+            assert f"chmod o-w {path}" in err.value.fix and "copy the sweep directory" in err.value.fix
+        os.chmod(path, 0o775)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_resuming_refuses_a_sweep_directory_owned_by_another_user(tmp_path):
+    sweep = _sweep_dirs(tmp_path)
+    os.chown(sweep.trials, 4242, -1)
+    with pytest.raises(StorageError) as err:
+        check_trusted(sweep.uri)
+    assert f"{sweep.trials}: it is owned by uid 4242, not by this user (uid 0)" in err.value.message
+    assert f"chown -R 0 {sweep.trials}" in err.value.fix

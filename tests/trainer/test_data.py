@@ -75,14 +75,74 @@ def test_bad_files_name_the_field(tmp_path, content, field, needle):
     assert info.value.problems[0][2]  # a fix is always given
 
 
-def test_missing_column_single_class_and_nan_target():
-    df = pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "x", "x"], "score": [1.0, None, 2.0]})
+def test_missing_column_and_single_class():
+    df = pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "x", "x"]})
     with pytest.raises(DataError, match="column 'sentence' not in the data"):
         to_examples(df, _cfg("x", text_column="sentence"), "classification", seed=0)
     with pytest.raises(ConfigError, match="only one class"):
         to_examples(df, _cfg("x"), "classification", seed=0, min_per_class=1)
-    with pytest.raises(ConfigError, match="missing or non-numeric target"):
-        to_examples(df, _cfg("x", label_column="score"), "regression", seed=0)
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "d.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_words_pandas_reads_as_missing_stay_the_strings_the_file_holds(tmp_path):
+    """Only an empty cell is missing: "NA", "null", "nan", "None" are texts and classes like any other."""
+    path = _csv(tmp_path, "text,label\nNA,null\nnull,NA\nnan,None\nNone,nan\n,null\n")
+    cfg = _cfg(path, normalize=False)
+    ex = to_examples(read_table(cfg), cfg, "classification", seed=0, min_per_class=1)
+    assert ex.texts == ["NA", "null", "nan", "None"]
+    assert ex.label_names == ["NA", "None", "nan", "null"]
+    assert ex.dropped == {"empty text": 1}
+
+
+def test_a_missing_label_or_group_is_named_and_no_text_left_names_the_text_column(tmp_path):
+    for text, field in [
+        ("text,label,g\na,x,1\nb,,1\nc, ,2\n", "data.label_column"),
+        ("text,label,g\na,x,1\nb,y,\n", "data.group_column"),
+    ]:
+        cfg = _cfg(_csv(tmp_path, text), group_column="g")
+        with pytest.raises(DataError) as err:
+            to_examples(read_table(cfg), cfg, "classification", seed=0, min_per_class=1)
+        [(where, message, fix)] = err.value.problems
+        assert where == field and "have no" in message and fix
+    cfg = _cfg(_csv(tmp_path, "text,label\n ,x\n,y\n"))
+    with pytest.raises(DataError) as err:
+        to_examples(read_table(cfg), cfg, "classification", seed=0)
+    [(field, message, _)] = err.value.problems
+    assert field == "data.text_column" and "no rows left after dropping 2 (empty text)" in message
+
+
+def test_dropping_rare_classes_down_to_none_is_an_error_not_a_crash():
+    df = pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "y", "z"]})
+    with pytest.raises(ConfigError) as err:
+        to_examples(df, _cfg("x", rare_classes="drop"), "classification", seed=0, min_per_class=2)
+    assert err.value.problems[0][0] in {"data.rare_classes", "data.label_column"}
+
+
+@pytest.mark.parametrize("bad", ["1e39", "-4e38", "inf", "nan", "NA", "abc"])
+def test_regression_targets_must_be_finite_float32(tmp_path, bad):
+    path = _csv(tmp_path, f"text,score\na,1.5\nc,{bad}\nd,2\n")
+    cfg = _cfg(path, label_column="score")
+    with pytest.raises(DataError) as err:
+        to_examples(read_table(cfg), cfg, "regression", seed=0)
+    [(field, message, _)] = err.value.problems
+    assert field == "data.label_column" and "1 rows" in message and bad in message
+    fine = _csv(tmp_path, "text,score\na,1.5\nc,3.4e38\n")
+    ex = to_examples(
+        read_table(_cfg(fine, label_column="score")), _cfg(fine, label_column="score"), "regression", seed=0
+    )
+    assert ex.labels.dtype == np.float32 and np.isfinite(ex.labels).all() and len(ex) == 2
+
+
+def test_causal_lm_dedupes_without_a_label_column():
+    df = pd.DataFrame({"q": ["hi", "hi", "yo"], "a": ["x", "x", "z"]})
+    cfg = _cfg("x", prompt_column="q", response_column="a", dedupe=True)  # label_column keeps its default "label"
+    ex = to_examples(df, cfg, "causal-lm", seed=0)
+    assert ex.texts == ["hi", "yo"] and ex.dropped == {"duplicates": 1}
 
 
 def test_normalise_and_dedupe_count_what_they_drop():

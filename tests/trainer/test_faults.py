@@ -61,6 +61,32 @@ def test_the_kill_hook_kills_once_at_its_step(tmp_path):
     assert _run(code) == {"alive": "after the kill step"}  # the marker says it fired: a restart runs on
 
 
+def test_two_kill_points_each_kill_once_in_turn(tmp_path):
+    """A fold boundary, then a later step: the first run dies at the first, its restart at the second, the next
+    runs on (what the shared sweep's twice-killed trial needs, tests/tiny_models.sweep_faults)."""
+    plan = f"1:0:0:{tmp_path / 'first'}, 2:0:0:{tmp_path / 'second'}"
+    code = f"""
+        import json
+        from trainer import faults
+        hook = faults.step_hook(None, rank=0, env={{faults.KILL_AT: "{plan}"}})
+        for at in [(0, 3, 5), (1, 0, 0), (1, 3, 5), (2, 0, 0)]:
+            with hook(*at, 8):
+                print(json.dumps({{"passed": at}}), flush=True)
+    """
+    passed = []
+    for _ in range(3):
+        run = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        passed.append((run.returncode, [tuple(json.loads(line)["passed"]) for line in run.stdout.splitlines()]))
+    assert passed == [
+        (-9, [(0, 3, 5)]),
+        (-9, [(0, 3, 5), (1, 0, 0), (1, 3, 5)]),
+        (0, [(0, 3, 5), (1, 0, 0), (1, 3, 5), (2, 0, 0)]),
+    ], passed
+    assert (tmp_path / "first").exists() and (tmp_path / "second").exists()
+
+
 @pytest.mark.parametrize("hard", ["infinite", "finite"])
 def test_the_oom_hook_makes_a_big_batch_fail_and_restores_the_limit(hard):
     """Under the hook an allocation fails as out-of-memory; after it the previous limit (soft and hard) holds

@@ -37,7 +37,10 @@ def test_out_of_memory_errors_are_recognised_by_type_and_allocator_words():
     [
         ({"folds": _folds(3), "k": 3}, Outcome.COMPLETED),
         ({"folds": _folds(1), "k": 3, "stopped": True}, Outcome.PRUNED),
-        ({"folds": _folds(1), "k": 3}, Outcome.INTERRUPTED),
+        ({"folds": _folds(1), "k": 3}, Outcome.UNFINISHED),
+        # Stopped by Ctrl+C (or the storage watch) while it ran: resumable, neither a result nor a failure.
+        ({"folds": _folds(1), "k": 3, "interrupted": True}, Outcome.INTERRUPTED),
+        ({"folds": _folds(3), "k": 3, "interrupted": True}, Outcome.COMPLETED),  # it had finished: a result
         ({"folds": _folds(2, diverged_at=1), "k": 3}, Outcome.DIVERGED),
         # The records decide, whatever the error says (it may be any wrapper's text, or lost).
         ({"folds": _folds(2, diverged_at=1), "k": 3, "error": RuntimeError("worker group failed")}, Outcome.DIVERGED),
@@ -52,3 +55,16 @@ def test_classify(kwargs, outcome):
     assert ended.outcome is outcome and ended.outcome.failed == (
         outcome in (Outcome.DIVERGED, Outcome.OUT_OF_MEMORY, Outcome.ERROR)
     )
+
+
+def test_each_outcome_is_one_trial_state():
+    # The failures share one state (their reason tells them apart); an interrupted trial is not an unfinished one.
+    assert {o: o.trial_state for o in Outcome} == {
+        Outcome.COMPLETED: "completed",
+        Outcome.PRUNED: "pruned",
+        Outcome.DIVERGED: "failed",
+        Outcome.OUT_OF_MEMORY: "failed",
+        Outcome.ERROR: "failed",
+        Outcome.UNFINISHED: "unfinished",
+        Outcome.INTERRUPTED: "interrupted",
+    }

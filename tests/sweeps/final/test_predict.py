@@ -79,3 +79,21 @@ def test_predict_names_a_missing_text_column(classifier, amazon_slice, capsys):
     assert main(["predict", str(classifier), "--input", str(amazon_slice), "--text-column", "body"]) == 2
     err = capsys.readouterr().err
     assert "error: --text-column: column 'body' not in" in err and "id, text, score, label" in err
+
+
+def test_predict_with_a_sweep_directory_runs_its_latest_completed_refit(classifier, amazon_slice, tmp_path, capsys):
+    import shutil
+
+    from sweeps.layout import SweepDir
+
+    sweep = SweepDir(str(tmp_path / "sweep"))
+    sweep.write(sweep.config, {"name": "sweep"})  # a sweep directory has a config.json too: folds.json tells it apart
+    sweep.write(sweep.folds, {"folds": [], "test": [0]})
+    assert main(["predict", sweep.uri, "--input", str(amazon_slice)]) == 2
+    assert "has no completed refit" in capsys.readouterr().err
+    run = sweep.new_refit()
+    shutil.copytree(classifier, run.model)
+    sweep.mark_refit_complete(run)
+    assert main(["predict", sweep.uri, "--input", str(amazon_slice), "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == run.model and result["rows"] == 150

@@ -53,3 +53,81 @@ def test_concurrency_is_what_the_free_resources_fit(tmp_path, tiny_bert_dir, key
         tmp_path, tiny_bert_dir, keyword_csv, search={"space": {"batch_size": [4]}, "max_concurrent_trials": 2}
     )
     assert max_concurrent(capped, {"CPU": 64.0}) == 2
+
+
+def test_the_data_fingerprint_covers_the_columns_a_fold_or_fit_reads():
+    # A resumed sweep (and a refit) refuses other data by this fingerprint: texts and labels alone would let a
+    # changed sentence pair, response or group column through (the groups decide the folds).
+    import numpy as np
+
+    from sweeps.preflight.data import fingerprint
+    from trainer.data import Examples
+
+    base = dict(texts=["a b", "c d"], labels=np.array([0, 1]))
+    plain = fingerprint(Examples(**base))
+    assert plain == "a0b49705115db313"  # unchanged for data without those columns: existing sweeps still resume
+    variants = [
+        Examples(**base, pairs=["x", "y"]),
+        Examples(**base, pairs=["x", "z"]),
+        Examples(**base, responses=["x", "y"]),
+        Examples(**base, groups=np.array(["g1", "g2"])),
+        Examples(**base, groups=np.array(["g1", "g1"])),
+    ]
+    assert len({plain, *map(fingerprint, variants)}) == 1 + len(variants)
+
+
+def test_validate_writes_nothing_even_under_a_storage_path_that_does_not_exist_yet(
+    tmp_path, tiny_bert_dir, keyword_csv
+):
+    """The storage probe creates the directories above it; validate removes the ones it created."""
+    from sweeps.preflight.validate import validate
+
+    cfg = _cfg(tmp_path / "new" / "results", tiny_bert_dir, keyword_csv, scaling={"num_workers": 1})
+    report = validate(cfg)
+    assert report["ok"] and any(c.startswith("model: tokenizer and config") for c in report["checks"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write(tmp_path, raw) -> str:
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+REFUSED = {
+    "max_length beyond positions": ({"model": {"max_length": 256}}, "model.max_length"),
+    "unknown lora target": (
+        {"model": {"method": "lora", "lora": {"target_modules": ["q_proj"]}}},
+        "model.lora.target_modules",
+    ),
+    "seed beyond 32 bits": ({"seed": 2**32}, "seed"),
+    "infinite learning rate": ({"train": {"learning_rate": float("inf")}}, "train.learning_rate"),
+    "label column is the text": ({"data": {"label_column": "text"}}, "data.label_column"),
+    "grace beyond folds": (
+        {"search": {"space": {"batch_size": [4]}, "scheduler": {"grace_folds": 4}}},
+        "search.scheduler.grace_folds",
+    ),
+    "sgd with optimizer offload": (
+        {"train": {"optimizer": "sgd"}, "deepspeed": {"zero_stage": 1, "offload_optimizer": True}},
+        "train.optimizer",
+    ),
+    "test split under the classes": ({"folds": {"k": 3, "test_fraction": 0.005}}, "folds.test_fraction"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_sweep_validate_refuses_with_exit_2_the_field_and_the_fix_and_writes_nothing(
+    tmp_path, capsys, tiny_bert_dir, keyword_csv, case
+):
+    from sweeps.cli import main
+
+    over, field = REFUSED[case]
+    raw = _cfg(tmp_path / "results", tiny_bert_dir, keyword_csv, scaling={"num_workers": 1}).model_dump(mode="json")
+    for group, values in over.items():
+        raw[group] = {**raw[group], **values} if isinstance(values, dict) else values
+    code = main(["sweep", "validate", _write(tmp_path, raw)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {field}") and "\n  fix: " in err, err
+    assert not (tmp_path / "results").exists()

@@ -212,3 +212,41 @@ def test_a_finished_sweep_leaves_out_a_trial_directory_an_interrupted_run_starte
     done = collect(str(uri), cfg=cfg, finished=True)  # Tune knows none of these three, but two have folds on record
     assert {k: v for k, v in done["states"].items() if v} == {"completed": 2}
     assert done["best"]["trial_id"] == live["best"]["trial_id"]
+
+
+def test_a_damaged_record_shows_its_trial_as_unreadable_in_every_format(tmp_path):
+    import jsonschema
+
+    from sweeps.cli import tables
+    from sweeps.report.facts import build_report
+    from sweeps.results.status import sweep_status
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS)
+    (uri / "trials" / "t0001" / "records" / "fold-2.json").write_text('{"fold": 2, "epochs_run": 3, "metri')
+    (uri / "trials" / "t0002" / "params.json").write_text("")
+    out = build_report(str(uri), formats=("html", "md", "json"), out_dir=str(tmp_path / "out"))
+    rows = {t["trial_id"]: t for t in out["facts"]["trials"]}
+    assert [rows[t]["state"] for t in sorted(rows)] == ["completed", "unreadable", "unreadable", "failed"]
+    assert "fold-2.json" in rows["t0001"]["reason"] and "params.json" in rows["t0002"]["reason"]
+    assert out["facts"]["best"]["trial_id"] == "t0000"
+    jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
+    assert Path(out["files"]["md"]).read_text().count("| unreadable") == 2
+    printed = tables.sweep_table(sweep_status(str(uri), storage=str(tmp_path)))
+    assert "t0001 unreadable: cannot parse" in printed and "t0002 unreadable: cannot parse" in printed
+
+
+def test_the_report_shows_the_latest_completed_refit(tmp_path):
+    from sweeps.layout import SweepDir
+    from sweeps.report.facts import report_facts
+
+    uri = make_storage(tmp_path / "store", task="regression", trials=REG_TRIALS[:2], test=list(range(120, 150)))
+    sweep = SweepDir(str(uri))
+    assert report_facts(str(uri))["refit"] is None
+    runs = [sweep.new_refit() for _ in range(3)]
+    for i, run in enumerate(runs):
+        record = {"trial_id": f"t000{i}", "n_train": 120, "n_test": 30, "metrics": {"mse": 0.1 * (i + 1)}}
+        sweep.write(run.metrics, {**record, "model_dir": run.model})
+    sweep.mark_refit_complete(runs[0])
+    sweep.mark_refit_complete(runs[1])  # the third is still running (or failed): not marked
+    refit = report_facts(str(uri))["refit"]
+    assert (refit["trial_id"], refit["metrics"]["mse"], refit["model_dir"]) == ("t0001", 0.2, runs[1].model)

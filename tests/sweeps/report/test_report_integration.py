@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VADER
+from sweeps.layout import SweepDir
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -179,7 +180,8 @@ def test_refit_test_metrics_in_report_and_export_reloads(sweep, report):
     row = next(r for r in refit["compare"] if r["metric"] == "f1_macro")
     assert row["test"] is not None and row["cv_mean"] == pytest.approx(summary["best"]["mean"])
     assert summary["refit"]["metrics"]["f1_macro"] == pytest.approx(row["test"])
-    model_dir = root / "refit" / "model"
+    model_dir = Path(SweepDir(str(root)).latest_refit().model)  # refit/latest.json: the refit that the report shows
+    assert refit["model_dir"] == str(model_dir)
     for name in ("model.safetensors", "tokenizer.json", "labels.json", "config.json", "README.md"):
         assert (model_dir / name).is_file(), name
     card = (model_dir / "README.md").read_text()
@@ -215,8 +217,8 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
     jsonschema.validate(json.loads(proc.stdout), _schema())
     rows = pd.read_csv(VADER / "amazon_reviews.csv").head(200)
     rows.to_csv(tmp_path / "amazon.csv", index=False)
-    model, src, dst = root / "refit" / "model", tmp_path / "amazon.csv", tmp_path / "pred.csv"
-    proc = _zerotune("predict", model, "--input", src, "--output", dst, env=env)
+    src, dst = tmp_path / "amazon.csv", tmp_path / "pred.csv"
+    proc = _zerotune("predict", root, "--input", src, "--output", dst, env=env)  # the sweep: its latest refit's model
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = pd.read_csv(tmp_path / "pred.csv")
     assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()

@@ -101,3 +101,122 @@ def test_the_best_completed_trial_follows_the_metrics_direction(tmp_path, metric
     summary = collect(sweep.uri, cfg=cfg)
     assert summary["best"]["trial_id"] == best and [f["fold"] for f in summary["best"]["folds"]] == [0, 1, 2]
     assert summary["states"]["completed"] == 2 and summary["fold_fits"] == 7
+
+
+@pytest.mark.parametrize(
+    ("record", "content"),
+    [
+        ("records/fold-1.json", '{"fold": 1, "epochs_run": 1, "metr'),  # cut short: not JSON
+        ("records/fold-0.json", '{"fold": 0}'),  # JSON, but not a whole record
+        ("records/oom-rank0.json", ""),  # created, never written
+        ("params.json", '{"params": {"learning_rate"'),
+    ],
+)
+def test_a_damaged_record_marks_its_trial_unreadable_and_the_others_still_show(tmp_path, record, content):
+    from pathlib import Path
+
+    from sweeps.results.status import sweep_status
+
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    sweep.write(sweep.config, cfg.model_dump(mode="json"))
+    _trial(sweep, "good", [0.5, 0.6, 0.7])
+    _trial(sweep, "damaged", [0.4, 0.5])
+    Path(sweep.trial("damaged").uri, record).write_text(content)
+    status = sweep_status(sweep.uri, storage=str(tmp_path))
+    rows = {t["trial_id"]: t for t in status["trials"]}
+    assert rows["good"]["state"] == "completed" and status["best"]["trial_id"] == "good"
+    assert rows["damaged"]["state"] == "unreadable" and record.rsplit("/", 1)[-1] in rows["damaged"]["reason"]
+    assert status["states"]["unreadable"] == 1 and set(rows["damaged"]) == set(rows["good"])
+
+
+def test_a_finished_sweeps_trial_with_a_damaged_fold_record_shows_as_unreadable(tmp_path):
+    """A finished sweep leaves out trial directories that Tune does not know and where no fold finished; one whose
+    fold record cannot be read is kept (as unreadable), not a crash."""
+    from pathlib import Path
+
+    from sweeps.results.status import sweep_status
+
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    sweep.write(sweep.config, cfg.model_dump(mode="json"))
+    sweep.write(sweep.summary, {"name": cfg.name})  # the sweep has ended
+    _trial(sweep, "good", [0.5, 0.6, 0.7])
+    _trial(sweep, "damaged", [0.4])
+    Path(sweep.trial("damaged").uri, "records", "fold-0.json").write_text('{"fold": 0, "met')
+    rows = {t["trial_id"]: t["state"] for t in sweep_status(sweep.uri, storage=str(tmp_path))["trials"]}
+    assert rows == {"good": "completed", "damaged": "unreadable"}
+
+
+def _saved_tune_state(sweep, **trials):
+    """Tune's saved experiment state (what `sweep status` reads without a cluster): trial id -> (status, last
+    result), in Tune's own format (each trial's JSON as a string)."""
+    import json
+    from pathlib import Path
+
+    rows = [
+        [json.dumps({"trial_id": tid, "status": status}), json.dumps({"last_result": last})]
+        for tid, (status, last) in trials.items()
+    ]
+    path = Path(sweep.tune) / "experiment_state-2026-01-01_00-00-00.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"trial_data": rows}))
+
+
+def _results(**metrics):
+    """What a ResultGrid holds per trial (Tune's Result: metrics, error, path)."""
+    return [SimpleNamespace(metrics={"trial_id": tid, **m}, error=None, path="") for tid, m in metrics.items()]
+
+
+def test_trials_running_when_the_sweep_is_interrupted_are_interrupted_not_pruned(tmp_path):
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    sweep.write(sweep.config, cfg.model_dump(mode="json"))
+    _trial(sweep, "done", [0.5, 0.6, 0.7])
+    _trial(sweep, "pruned", [0.1])
+    _trial(sweep, "running", [0.4])  # Ctrl+C during its second fold
+    one_fold = {"folds_done": 1, "objective": 0.4}
+    _saved_tune_state(
+        sweep,
+        done=("TERMINATED", {"folds_done": 3}),
+        pruned=("TERMINATED", one_fold),
+        running=("RUNNING", one_fold),
+        waiting=("PENDING", {}),  # never started: no directory
+    )
+    grid = _results(done={"folds_done": 3}, pruned=one_fold, running=one_fold, waiting={})
+    summary = collect(sweep.uri, cfg=cfg, grid=grid, interrupted=True)
+    states = {t["trial_id"]: t["state"] for t in summary["trials"]}
+    assert states == {"done": "completed", "pruned": "pruned", "running": "interrupted", "waiting": "interrupted"}
+    assert summary["interrupted"] is True and summary["best"]["trial_id"] == "done"
+    sweep.write(sweep.summary, summary)
+    # `sweep status` afterwards (no cluster): the same, from Tune's saved state and the saved summary.
+    status = collect(sweep.uri, cfg=cfg, finished=True)
+    assert {t["trial_id"]: t["state"] for t in status["trials"]} == states and status["interrupted"] is True
+
+
+def test_a_live_trial_of_a_run_that_was_not_interrupted_is_unfinished_not_pruned(tmp_path):
+    # A killed driver: Tune's state still says RUNNING, with the last epoch's result; no summary says interrupted.
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    _trial(sweep, "running", [0.4])
+    _saved_tune_state(sweep, running=("RUNNING", {"folds_done": 1, "time_total_s": 30.0}))
+    summary = collect(sweep.uri, cfg=cfg, finished=True)
+    [row] = summary["trials"]
+    assert row["state"] == "unfinished" and row["duration_s"] == 30.0 and summary["interrupted"] is False
+
+
+def test_a_failed_trial_that_was_retried_keeps_how_it_ended(tmp_path):
+    # `--retry-failed`: Tune restarts a failed trial as a new trial with the same parameters and forgets the old
+    # one; the summary written before the retry is what still knows how the old one ended.
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    _trial(sweep, "crash", [])  # failed in its first fold: no fold on record
+    before = collect(sweep.uri, cfg=cfg, grid=[SimpleNamespace(metrics={}, error=ValueError("boom"), path="crash")])
+    assert [(t["trial_id"], t["state"]) for t in before["trials"]] == [("crash", "failed")]
+    sweep.write(sweep.summary, before)
+    _trial(sweep, "retry", [0.5, 0.6, 0.7])
+    _saved_tune_state(sweep, retry=("TERMINATED", {"folds_done": 3}))
+    after = collect(sweep.uri, cfg=cfg, grid=_results(retry={"folds_done": 3}))
+    rows = {t["trial_id"]: t for t in after["trials"]}
+    assert rows["crash"]["state"] == "failed" and rows["crash"]["reason"] == "error: boom" and rows["crash"]["retried"]
+    assert rows["retry"]["state"] == "completed" and after["best"]["trial_id"] == "retry"

@@ -1,5 +1,5 @@
 """The one table of search dimensions drives the YAML group, Tune domains, optuna distributions, a trial's
-config, conditions, bounds, pre-flight values and initial-point validation."""
+config, conditions, bounds, pre-flight values; initial points are in test_points.py."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ EVERY = {
     "weight_decay": {"low": 0.0, "high": 0.1},
     "warmup_ratio": {"low": 0.0, "high": 0.2},
     "dropout": {"low": 0.0, "high": 0.3},
-    "zero_stage": [1, 2],
+    "zero_stage": [0],  # sgd does not run under ZeRO >= 1 (sweeps.config refuses the pair)
     "optimizer": ["adamw", "sgd"],
     "method": ["full", "partial", "lora", "prompt-tuning"],
     "lora_rank": [4, 8],
@@ -180,43 +180,6 @@ def test_ranges_inside_the_bounds_load_and_unknown_choices_are_refused():
     assert "search.space.method.1" in fields and "search.space.zero_stage.0" in fields
     assert any(f == "search.space.lora_rank" and "model.lora.rank" in m for f, m, _ in problems), problems
     assert _problems({"learnig_rate": {"low": 1e-5, "high": 1e-3}})[0][2] == "did you mean 'learning_rate'?"
-
-
-def test_initial_points_are_checked_against_the_space():
-    space = {
-        "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
-        "batch_size": [8, 16],
-        "method": ["full", "lora"],
-        "lora_rank": [4, 16],
-        "epochs": {"low": 1, "high": 3},
-    }
-    good = {"learning_rate": 1e-4, "batch_size": 16, "method": "lora", "lora_rank": 4, "epochs": 2}
-    _cfg(space, [good, {**good, "learning_rate": 1e-3, "method": "full"}])
-    points = [
-        {**good, "learning_rate": 1e-2},  # outside the range
-        {**good, "batch_size": 12},  # not a choice
-        {**good, "method": "qlora"},  # not a choice
-        {**good, "epochs": 4},  # outside the int range
-        {**good, "zero_stage": 2},  # a dimension, not searched
-        {**good, "learnig_rate": 1e-4},  # no such dimension
-        {k: v for k, v in good.items() if k != "lora_rank"},  # missing: Tune's Optuna searcher needs every key
-        {**good, "epochs": True},  # a bool is not an epoch count
-    ]
-    problems = _problems(space, points)
-    assert [f for f, _, _ in problems] == [
-        "search.initial_points.0.learning_rate",
-        "search.initial_points.1.batch_size",
-        "search.initial_points.2.method",
-        "search.initial_points.3.epochs",
-        "search.initial_points.4.zero_stage",
-        "search.initial_points.5.learnig_rate",
-        "search.initial_points.6.lora_rank",
-        "search.initial_points.7.epochs",
-    ]
-    by_field = {f: (m, fix) for f, m, fix in problems}
-    assert "search.space.learning_rate" in by_field["search.initial_points.0.learning_rate"][0]
-    assert "did you mean 'learning_rate'" in by_field["search.initial_points.5.learnig_rate"][1]
-    assert S.check_initial_points(_cfg(space).search.space, [good]) == []
 
 
 def test_preflight_helpers_read_the_searched_or_fixed_values():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tiny_models import OOM_BATCH
+from tiny_models import KILLS, OOM_BATCH
 
 pytestmark = pytest.mark.integration
 
@@ -15,6 +15,18 @@ pytestmark = pytest.mark.integration
 def sweep(tiny_sweep):
     _, summary, root, _ = tiny_sweep
     return summary, root
+
+
+def _fold_records(root, trial_id: str) -> list[dict]:
+    paths = (root / "trials" / trial_id / "records").glob("fold-*.json")
+    return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["fold"])
+
+
+def _killed_trial(summary, root) -> dict:
+    """The trial whose worker was killed twice (tiny_models.sweep_faults): the one whose folds were resumed."""
+    killed = [t for t in summary["trials"] if any(r["resumes"] for r in _fold_records(root, t["trial_id"]))]
+    assert len(killed) == 1, [(t["trial_id"], t["params"]) for t in killed]
+    return killed[0]
 
 
 def test_every_trial_is_scored_on_the_same_folds(sweep):
@@ -31,7 +43,8 @@ def test_every_trial_is_scored_on_the_same_folds(sweep):
 
 def test_one_worker_group_per_trial_and_one_tokenisation_per_sweep(sweep):
     summary, root = sweep
-    for trial in summary["trials"]:
+    killed = _killed_trial(summary, root)["trial_id"]  # restarted on purpose: its own test below
+    for trial in (t for t in summary["trials"] if t["trial_id"] != killed):
         starts = [
             json.loads(p.read_text())
             for p in (root / "trials" / trial["trial_id"] / "records" / "starts").glob("fold-*.json")
@@ -111,3 +124,35 @@ def test_status_reads_storage_only(sweep):
         [sys.executable, "-m", "sweeps", "sweep", "status", str(root)], capture_output=True, text=True, timeout=60
     ).stdout
     assert "pruned" in table and f"best trial {summary['best']['trial_id']}" in table
+
+
+def test_a_worker_killed_at_a_fold_boundary_and_again_in_the_same_trial_resumes_each_time(sweep, ray_head):
+    """Rank 0 of the first trial is SIGKILLed at the first step of fold 1, then, in the restarted worker group, at
+    the first step of fold 2 (tiny_models.sweep_faults). Ray Train restarts the group twice (max_failures 2); the
+    first restart resumes after fold 0, the second after fold 1, from the checkpoint the restarted group took as it
+    ended (or, when the kill beat Ray Train to registering that report, from the one before it and the fold's
+    record). The trial completes with every fold scored once and no finished fold run again."""
+    from trainer.records import FitRecords
+
+    summary, root = sweep
+    markers = ray_head["sweep_fault_markers"]
+    assert all((markers / name).exists() for name in KILLS), "the kills were not injected"
+    trial = _killed_trial(summary, root)
+    assert trial["state"] == "completed" and trial["params"]["batch_size"] == 4, trial
+    folds = _fold_records(root, trial["trial_id"])
+    # One record per fold; each fold a kill hit says it was restarted once.
+    assert [(r["fold"], r["resumes"]) for r in folds] == [(0, 0), (1, 1), (2, 1)]
+    starts = FitRecords(str(root / "trials" / trial["trial_id"] / "records")).starts()
+    # Each kill re-ran only the fold it hit, from its start; the folds before it were never started again.
+    assert [(m.fold, m.start_epoch) for m in starts] == [(0, 0), (1, 0), (1, 0), (2, 0), (2, 0)]
+    pids = [m.pid for m in starts]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] and len(set(pids)) == 3  # three groups in turn
+    assert sorted(int((markers / name).read_text()) for name in KILLS) == sorted([pids[1], pids[3]])
+    # Tune saw no epoch twice, in order (a kill may beat Ray Train to the report just before it: that one is
+    # lost, and the fold's record stands for it), and each fold's score as its record has it.
+    (result_file,) = (root / "tune").glob(f"*{trial['trial_id']}*/result.json")
+    results = [json.loads(line) for line in result_file.read_text().splitlines()]
+    seen = [(r["fold"], r["epoch"]) for r in results]
+    assert seen == sorted(set(seen)) and len(seen) >= 3 * folds[0]["epochs_run"] - 2, seen
+    scores = [r["metrics"]["f1_macro"] for r in folds]
+    assert [results[-1][f"fold{i}_f1_macro"] for i in range(3)] == scores == trial["fold_scores"]

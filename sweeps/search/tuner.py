@@ -1,0 +1,143 @@
+"""The Ray Tune Tuner of a sweep: a new one, or the one restored from the sweep's `tune/` directory.
+
+A restored Tuner runs the experiment as it was saved: Tune reloads the search generator's state (trials created,
+trial count, concurrency) and the searcher's (Optuna's study) from `tune/`, and `Tuner.restore` takes no
+TuneConfig. The allowed resume changes (sweeps.search.resume) would do nothing, so the restored tuner gets a
+search generator that re-applies this run's trial count and concurrency once Tune has loaded the saved state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+from sweeps.config import SweepConfig
+from zerotune.errors import ClusterError
+
+
+class ResumedSearch(SearchGenerator):
+    """Tune's search generator around the sweep's Optuna searcher, restored from the saved state, then given
+    `num_trials` (never fewer than were created) and `concurrent` trials at once."""
+
+    def __init__(self, searcher, *, num_trials: int, concurrent: int):
+        super().__init__(ConcurrencyLimiter(searcher, max_concurrent=concurrent))
+        self.num_trials, self.concurrent = num_trials, concurrent
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)  # the saved counter, trial count, limiter and Optuna study
+        self._apply()
+
+    def add_configurations(self, experiments) -> None:
+        # Tune starts afresh when its saved state cannot be loaded; a restored run passes it no trial count.
+        super().add_configurations(experiments)
+        self._apply()
+
+    def _apply(self) -> None:
+        state = self.get_state()
+        self.set_state({**state, "total_samples": max(self.num_trials, state["counter"])})
+        self.searcher.set_max_concurrency(self.concurrent)
+
+
+def new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):
+    return tune.Tuner(
+        trainable,
+        param_space=_space(cfg),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(cfg),
+            scheduler=_scheduler(cfg),
+            num_samples=cfg.search.num_trials,
+            max_concurrent_trials=concurrent,
+            # Not reuse_actors: Train's TuneReportCallback reports through a queue actor that dies with the
+            # trial session that made it, so a reused trial actor's next Train run fails (Ray 2.60).
+        ),
+        run_config=tune.RunConfig(
+            name=posixpath.basename(tune_path),
+            storage_path=posixpath.dirname(tune_path),
+            storage_filesystem=fs,
+            failure_config=tune.FailureConfig(
+                max_failures=0
+            ),  # Train restarts worker groups; a trial that still fails stays failed
+            verbose=1 if progress else 0,
+            callbacks=callbacks,
+        ),
+    )
+
+
+def restore_tuner(
+    cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, retry_failed: bool, callbacks: list
+):
+    """The saved experiment with its finished trials kept and its unfinished ones resumed (same trial, from its
+    last checkpoint). `retry_failed`: each failed trial runs again from scratch as a new trial with the same
+    parameters, as Optuna's RetryFailedTrialCallback re-queues one (the failed attempt stays on record)."""
+    tuner = tune.Tuner.restore(
+        tune_path,
+        trainable=trainable,  # this run's config: the allowed changes (checkpointing) reach the trials through it
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=retry_failed,
+        storage_filesystem=fs,
+    )
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:
+        raise ClusterError(
+            "a sweep cannot be resumed through a Ray Client (ray://) connection",
+            field="--address",
+            fix="pass the cluster's GCS address (HOST:6379), or submit the sweep as a job (`zerotune submit`)",
+        )
+    # Tuner.restore offers no way to pass a TuneConfig: the restored one (pickled when the sweep started) is
+    # replaced by the same config with this run's search generator, and the run config's callbacks by this run's.
+    restored = internal._tune_config
+    internal._tune_config = dataclasses.replace(
+        restored,
+        search_alg=ResumedSearch(_searcher(cfg), num_trials=cfg.search.num_trials, concurrent=concurrent),
+        num_samples=cfg.search.num_trials,
+        max_concurrent_trials=None,  # the limiter is inside ResumedSearch
+    )
+    internal._run_config.callbacks = callbacks  # the storage watch watches where this run writes
+    return tuner
+
+
+def _space(cfg: SweepConfig) -> dict:
+    from sweeps.search.space import tune_space
+
+    return tune_space(cfg.search.space)
+
+
+def _searcher(cfg: SweepConfig):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.search.num_trials // 3)))
+    return OptunaSearch(
+        metric="objective",
+        mode=cfg.mode,
+        sampler=sampler,
+        points_to_evaluate=list(cfg.search.initial_points or []) or None,
+    )
+
+
+def _scheduler(cfg: SweepConfig):
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    sched = cfg.search.scheduler
+    if sched.type == "asha":
+        return ASHAScheduler(
+            time_attr="folds_done",
+            metric="objective",
+            mode=cfg.mode,
+            max_t=cfg.folds.k,
+            grace_period=sched.grace_folds,
+            reduction_factor=sched.reduction_factor,
+        )
+    if sched.type == "median":
+        return MedianStoppingRule(
+            time_attr="folds_done",
+            metric="objective",
+            mode=cfg.mode,
+            grace_period=sched.grace_folds,
+            min_samples_required=2,
+        )
+    return None
