@@ -34,6 +34,11 @@ class StorageWatch(Callback):
     def __init__(self, uri: str, every_s: float = 2.0, lease=None):
         self.uri, self.every_s, self.lease, self._last = uri, every_s, lease, 0.0
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment; a lease (a heartbeat thread) belongs to this run only,
+        # and a resumed run gets a watch of its own.
+        return {**self.__dict__, "lease": None}
+
     def on_step_begin(self, iteration, trials, **info):
         now = time.monotonic()
         if now - self._last < self.every_s:

@@ -43,6 +43,11 @@ def test_a_run_whose_lease_was_taken_over_stops(tmp_path):
     held = lease.take(str(sweep), timeout_s=60, heartbeat_s=0.1, settle_s=0.0)
     try:
         assert storage_problem(str(sweep), held) is None
+        import pickle
+
+        from sweeps.search.watch import StorageWatch
+
+        assert pickle.loads(pickle.dumps(StorageWatch(str(sweep), lease=held))).lease is None  # Tune pickles it
         Path(held.path).unlink()  # what a takeover does to the stale holder's claim
         deadline = time.monotonic() + 5
         while not held.lost and time.monotonic() < deadline:
