@@ -10,13 +10,14 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sweeps.configfile import merge, parse_overrides, read_yaml
 from sweeps.search.points import check_initial_points, typed_points
 
 # The `search.space` group is built from the one table of search dimensions (re-exported here).
-from sweeps.search.space import FloatRange, IntRange, SpaceConfig, trial_values
+from sweeps.search.settings import LIST, RANGE, FloatRange, IntRange, SpaceConfig, apply_problems
+from sweeps.search.space import grid_points, trial_values
 from trainer.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -70,6 +71,19 @@ class SearchConfig(Group):
         None, description="Configurations to try first (e.g. a known-good learning rate), then the sampler takes over"
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Pruning")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field(
+        "tpe",
+        description="How configurations are proposed: tpe (Optuna's TPE), random, grid (every combination once: "
+        "ranges need a step, and the trial count is the grid's size) or cmaes (Optuna's CMA-ES for numeric ranges; "
+        "choices are drawn at random)",
+    )
+    time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds after this run's first trial after which no new trial starts; running trials finish "
+        "and are scored (not Tune's time_budget_s, which stops them). A resumed run starts a fresh budget",
+    )
 
     @field_validator("initial_points")
     @classmethod
@@ -125,6 +139,23 @@ class SweepConfig(Group):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where results go")
     final: FinalConfig = Field(default_factory=FinalConfig, description="After the search")
 
+    @model_validator(mode="after")
+    def _grid_count(self):
+        """A grid search runs each combination once: the trial count is the grid's size."""
+        search = self.search
+        if search.sampler != "grid":
+            return self
+        size = len(grid_points(self))  # ValueError names a continuous range
+        if "num_trials" in search.model_fields_set and search.num_trials != size:
+            raise ValueError(
+                f"search.sampler grid enumerates {size} configurations, but search.num_trials is "
+                f"{search.num_trials}: remove num_trials (the grid sets it) or set it to {size}"
+            )
+        if search.initial_points:
+            raise ValueError("search.initial_points: a grid search tries every configuration already; remove them")
+        object.__setattr__(search, "num_trials", size)  # frozen: set once, while validating
+        return self
+
     @property
     def metric(self) -> str:
         return self.search.metric or DEFAULT_METRIC[self.task]
@@ -152,7 +183,7 @@ def _fields_at(loc: tuple) -> list[str]:
 def problems_from(error: ValidationError) -> list[tuple[str, str, str | None]]:
     problems = []
     for item in error.errors():
-        loc = tuple(str(p) for p in item["loc"])
+        loc = tuple(str(p) for p in item["loc"] if p not in (RANGE, LIST))
         field = ".".join(loc) or "config"
         kind = item["type"]
         if kind == "extra_forbidden":
@@ -232,6 +263,7 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
             )
         )
     problems += check_initial_points(cfg.search.space, cfg.search.initial_points)
+    problems += apply_problems(cfg)
     problems += _column_clashes(cfg)
     optimizers = trial_values(cfg, "optimizer")
     if "sgd" in optimizers.values and cfg.deepspeed.offload_optimizer:
@@ -241,6 +273,15 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
                 optimizers.field,
                 "sgd cannot run with deepspeed.offload_optimizer (DeepSpeed's CPU optimizer is Adam)",
                 "use optimizer adamw with optimizer offload, or turn offload_optimizer off for sgd",
+            )
+        )
+    holdout = trial_values(cfg, "train.early_stopping_holdout")
+    if any(holdout.values) and not any(trial_values(cfg, "train.early_stopping_patience").values):
+        problems.append(
+            (
+                holdout.field,
+                "a holdout for early stopping, but no trial stops early (train.early_stopping_patience is unset)",
+                "set train.early_stopping_patience, or remove early_stopping_holdout",
             )
         )
     scheduler = cfg.search.scheduler

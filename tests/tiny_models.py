@@ -133,3 +133,123 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
     }
     raw.update(over)
     return raw
+
+
+def byte_bpe(texts: list[str], vocab_size: int = 400):
+    """A byte-level BPE (GPT-2 style, as SmolLM2's) trained on `texts`: every byte is in its alphabet, so no character
+    of any script is unknown. Its one special token, <|endoftext|>, is id 0 (eos and pad)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def _tiny_llama(vocab_size: int):
+    """A random llama-architecture causal LM (SmolLM2's architecture), 2 layers of width 32."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def tiny_llama(directory: Path, texts: list[str]) -> Path:
+    """A tiny random llama with a byte-level BPE trained on `texts`, saved as a transformers directory."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = byte_bpe(texts)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    _tiny_llama(tok.get_vocab_size()).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+def _gguf_permute(weight, n_head: int):
+    """llama.cpp's row order for q/k projections (its convert script's `permute`); transformers undoes it on load."""
+    return (
+        weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def tiny_gguf(directory: Path, texts: list[str]) -> tuple[Path, object]:
+    """A tiny random llama written as ONE GGUF file (F32 tensors, llama.cpp's names and metadata, a byte-level BPE
+    trained on `texts` as its gpt2-type vocabulary), as llama.cpp's converter writes one. Returns (the .gguf file,
+    the transformers model it was written from)."""
+    import json
+
+    import gguf
+
+    tok = byte_bpe(texts)
+    model = _tiny_llama(tok.get_vocab_size())
+    c = model.config
+    state = {k: v.detach().numpy().astype("float32") for k, v in model.state_dict().items()}
+    path = directory / "tiny-llama.F32.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"] if getattr(c, "rope_parameters", None) else c.rope_theta)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    vocab = json.loads(tok.to_str())["model"]
+    tokens = sorted(vocab["vocab"], key=vocab["vocab"].get)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])  # 3: control
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in vocab["merges"]])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.add_pad_token_id(0)
+    w.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", state["model.norm.weight"])
+    w.add_tensor("output.weight", state["lm_head.weight"])
+    per_block = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(c.num_hidden_layers):
+        for hf, ggml in per_block.items():
+            weight = state[f"model.layers.{i}.{hf}.weight"]
+            if ggml in ("attn_q", "attn_k"):
+                weight = _gguf_permute(weight, c.num_attention_heads)
+            w.add_tensor(f"blk.{i}.{ggml}.weight", weight)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, model

@@ -143,7 +143,18 @@ class TrainConfig(Group):
     momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False, description="SGD momentum")
     max_grad_norm: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient clipping norm (0 disables)")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop a fold after this many epochs without improvement; score its best epoch"
+        None,
+        ge=1,
+        description="Stop a fold after this many epochs without improvement; score its best epoch. The epoch is "
+        "picked on the rows it is scored on (optimistic) unless early_stopping_holdout is set",
+    )
+    early_stopping_holdout: float | None = Field(
+        None,
+        gt=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="Share of each fold's training rows held out (not trained on) to pick the epoch for early "
+        "stopping, so the validation rows only score it (None: they pick it too)",
     )
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation")
     eval_before: bool = Field(False, description="Also evaluate once before training (recorded as `before`)")

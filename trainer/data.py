@@ -316,6 +316,11 @@ class Encoded:
     loss_start: np.ndarray | None  # causal-lm: first position that counts in the loss
     pad_id: int
     label_names: list[str] | None
+    # Sentence pairs (data.text_pair_column): each row is text + pair, and `zerotune predict` must be given both.
+    paired: bool = False
+    # Pairs, where the model takes segment ids (BERT): 0 for the text, 1 for the pair. Training without them would
+    # teach the model one segment while `zerotune predict` (the tokenizer's full output) feeds it two.
+    type_ids: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -323,6 +328,7 @@ class Encoded:
 
 def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Encoded:
     """Tokenize every row once; batches are padded later, per batch."""
+    type_ids = None
     if task == "causal-lm":
         eos = tokenizer.eos_token or ""
         if examples.responses is not None:
@@ -338,7 +344,10 @@ def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Enco
         starts = np.minimum(starts, np.array([max(len(i) - 1, 0) for i in ids], dtype=np.int32))
         labels = None
     else:
-        ids = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)["input_ids"]
+        out = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)
+        ids = out["input_ids"]
+        if examples.pairs is not None and "token_type_ids" in tokenizer.model_input_names:
+            type_ids = [np.asarray(t, dtype=np.int8) for t in out["token_type_ids"]]
         starts = None
         labels = examples.labels
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -348,6 +357,8 @@ def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Enco
         loss_start=starts,
         pad_id=int(pad),
         label_names=examples.label_names,
+        paired=examples.pairs is not None,
+        type_ids=type_ids,
     )
 
 
@@ -363,6 +374,11 @@ def collate(encoded: Encoded, rows: np.ndarray, task: Task) -> dict[str, torch.T
         ids[j, : len(s)] = torch.from_numpy(s.astype(np.int64))
         mask[j, : len(s)] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
+    if encoded.type_ids is not None:
+        types = torch.zeros((len(seqs), width), dtype=torch.long)
+        for j, row in enumerate(rows):
+            types[j, : len(seqs[j])] = torch.from_numpy(encoded.type_ids[row].astype(np.int64))
+        batch["token_type_ids"] = types
     if task == "causal-lm":
         labels = ids.clone()
         labels[mask == 0] = -100

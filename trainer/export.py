@@ -92,6 +92,7 @@ def _meta(spec: FitSpec, encoded: Encoded, fmt: str) -> dict:
         "task": spec.task,
         "max_length": spec.model.max_length,
         "labels": encoded.label_names,
+        "paired": encoded.paired,  # trained on text + text_pair: predict needs both columns
         "method": spec.model.method,
         "format": fmt,
         "base_model": base,

@@ -34,9 +34,10 @@ from trainer import checkpoint
 from trainer.checkpoint import ResumeState, Saved
 from trainer.ds_config import build_deepspeed_config
 from trainer.evaluate import evaluate
+from trainer.loss import training_loss
 from trainer.metrics import scalar_metrics
 from trainer.outcome import is_oom
-from trainer.progress import EpochResult, FoldProgress, TrainedEpoch
+from trainer.progress import HOLDOUT, EpochResult, FoldProgress, TrainedEpoch, fit_rows
 from trainer.records import Diverged, FoldRecord, OomRecord, StartMarker, rows_sha
 from trainer.spec import EpochReport, FitSpec
 from trainer.worker import (
@@ -151,7 +152,8 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     t0 = time.perf_counter()
     torch.manual_seed(w.spec.seed * 1009 + fold)
     model = load_model(w.spec.model, w.spec.task, label_names=w.encoded.label_names)
-    micro_batches = batches_per_rank(len(w.folds[fold][0]), w.world, w.spec.train.batch_size)
+    trained_on = fit_rows(w.spec, w.folds[fold][0], fold)[0]
+    micro_batches = batches_per_rank(len(trained_on), w.world, w.spec.train.batch_size)
     if w.spec.train.max_steps_per_epoch:
         micro_batches = min(micro_batches, w.spec.train.max_steps_per_epoch * w.spec.train.grad_accum)
     # Counted before the engine partitions them: under ZeRO-3 each rank keeps empty placeholders.
@@ -212,6 +214,9 @@ def run_epoch(w: Worker, fe: FoldEngine, epoch: int, timings: Timings) -> EpochR
         trained = train_epoch(w, fe, epoch)
     with timings.timed("eval_s"), recording_oom(w, fe.fold, epoch):
         metrics = evaluate(w, fe.engine, w.folds[fe.fold][1])
+        holdout = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[1]
+        if len(holdout):  # train.early_stopping_holdout: these rows pick the epoch, the validation rows score it
+            metrics.update({HOLDOUT + k: v for k, v in scalar_metrics(evaluate(w, fe.engine, holdout)).items()})
     metrics["train_loss"] = trained.loss
     return EpochResult(epoch=epoch, trained=trained, metrics=metrics, seconds=time.perf_counter() - t0)
 
@@ -219,7 +224,8 @@ def run_epoch(w: Worker, fe: FoldEngine, epoch: int, timings: Timings) -> EpochR
 def train_epoch(w: Worker, fe: FoldEngine, epoch: int) -> TrainedEpoch:
     """One pass over this rank's shard of a seeded shuffle of the fold's training rows."""
     batch = w.spec.train.batch_size
-    rows = epoch_rows(w.folds[fe.fold][0], seed=w.spec.seed, fold=fe.fold, epoch=epoch, rank=w.rank, world=w.world)
+    train_rows = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[0]  # less the early-stopping holdout
+    rows = epoch_rows(train_rows, seed=w.spec.seed, fold=fe.fold, epoch=epoch, rank=w.rank, world=w.world)
     rows = rows[: fe.micro_batches * batch]
     fe.engine.train()
     losses, step_times, tokens, padded = [], [], 0, 0
@@ -244,7 +250,7 @@ def train_step(w: Worker, fe: FoldEngine, rows: np.ndarray, *, at: tuple[int, in
     undone what it changed."""
     with recording_oom(w, *at), w.hook(*at, len(rows)) if w.hook else nullcontext():
         inputs = w.inputs(rows)
-        loss = fe.engine(**inputs).loss
+        loss = training_loss(fe.engine, inputs, w.spec.task)
         fe.engine.backward(loss)
         fe.engine.step()
     return loss, inputs["attention_mask"]
@@ -279,7 +285,7 @@ def record_fold(w: Worker, fe: FoldEngine, result: EpochResult, progress: FoldPr
 
     Scored on the best epoch under early stopping, else on the last."""
     spec = w.spec
-    train_rows, val_rows = w.folds[fe.fold]
+    val_rows = w.folds[fe.fold][1]
     early = bool(spec.train.early_stopping_patience)
     scored = progress.best if early else result
     record = FoldRecord(
@@ -289,7 +295,7 @@ def record_fold(w: Worker, fe: FoldEngine, result: EpochResult, progress: FoldPr
         metrics=scored.metrics,
         history=list(progress.history),
         val_sha=rows_sha(val_rows),
-        n_train=int(len(train_rows)),
+        n_train=int(len(fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[0])),
         n_val=int(len(val_rows)),
         stopped_early=bool(stalled and result.epoch < spec.train.epochs - 1),
         trainable_params=fe.trainable_params,

@@ -71,6 +71,12 @@ def load_base_model(cfg: ModelConfig, task: Task, *, label_names: list[str] | No
     where, gguf = locate(cfg)
     kwargs = {"gguf_file": gguf} if gguf else {}
     config = AutoConfig.from_pretrained(where, **kwargs)
+    if gguf:
+        from transformers import GgufConfig
+
+        # Fine-tuning needs dense weights: without this transformers marks a GGUF model quantized (its weights
+        # possibly left in packed blocks), which is not trainable and which save_pretrained refuses to export.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
     if cfg.dropout is not None:
         for key in _DROPOUT_KEYS:
             if isinstance(getattr(config, key, None), float):

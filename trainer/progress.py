@@ -73,7 +73,8 @@ class FoldProgress:
     before: dict | None = None  # metrics before training (train.eval_before)
 
     def add(self, result: EpochResult, entry: dict, spec: FitSpec) -> FoldProgress:
-        improved = self.best is None or better(result.score(spec.metric), self.best.score(spec.metric), spec.mode)
+        picks = selection_metric(spec)
+        improved = self.best is None or better(result.score(picks), self.best.score(picks), spec.mode)
         return dataclasses.replace(self, history=(*self.history, entry), best=result if improved else self.best)
 
     def stalled(self, spec: FitSpec) -> bool:
@@ -81,6 +82,25 @@ class FoldProgress:
         patience = spec.train.early_stopping_patience
         if not patience or len(self.history) <= patience:
             return False
-        scores = [h.get(spec.metric, float("nan")) for h in self.history]
+        scores = [h.get(selection_metric(spec), float("nan")) for h in self.history]
         best_at = min(range(len(scores)), key=lambda i: best_first(scores[i], spec.mode))
         return len(scores) - 1 - best_at >= patience
+
+
+HOLDOUT = "holdout_"  # the prefix of the early-stopping holdout's metrics in an epoch's metrics
+
+
+def selection_metric(spec: FitSpec) -> str:
+    """The metric that picks a fold's best epoch: the holdout's when train.early_stopping_holdout is set."""
+    return HOLDOUT + spec.metric if spec.train.early_stopping_holdout else spec.metric
+
+
+def fit_rows(spec: FitSpec, rows: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a fold's rows to train on, its rows held out to pick the early-stopping epoch): a seeded share of its
+    training rows under train.early_stopping_holdout with early stopping on, never all of them; else none."""
+    share = spec.train.early_stopping_holdout if spec.train.early_stopping_patience else None
+    if not share or len(rows) < 2:
+        return rows, rows[:0]
+    order = np.random.default_rng([spec.seed, fold]).permutation(len(rows))
+    n = min(len(rows) - 1, max(1, round(share * len(rows))))
+    return np.sort(rows[order[n:]]), np.sort(rows[order[:n]])

@@ -58,6 +58,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet file")
     p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    p.add_argument("--text-pair-column", help="column holding the second text, for a model trained on sentence pairs")
     p.add_argument("--output", help="write predictions here (.csv, .tsv, .jsonl, .parquet); default: print them")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -137,6 +138,7 @@ def _predict(args) -> int:
             args.model_dir,
             input_path=args.input,
             text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
             output=args.output,
             batch_size=args.batch_size,
         )

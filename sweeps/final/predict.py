@@ -19,8 +19,9 @@ WRITERS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
-def read_rows(path: str, *, text_column: str):
-    """The input table and its texts; one actionable error for a missing file or column."""
+def read_rows(path: str, *, text_column: str, text_pair_column: str | None = None):
+    """The input table, its texts and (sentence pairs) its second texts; one actionable error for a missing file or
+    column."""
     from trainer.config import DataConfig
     from trainer.data import read_table
 
@@ -33,18 +34,16 @@ def read_rows(path: str, *, text_column: str):
         df = read_table(DataConfig(path=path, format=fmt, label_column=None))
     except DataError as exc:
         raise DataError([("--input", message, fix) for _, message, fix in exc.problems]) from None
-    if text_column not in df.columns:
-        raise DataError(
-            [
-                (
-                    "--text-column",
-                    f"column {text_column!r} not in {path}",
-                    f"use one of: {', '.join(map(str, df.columns))}",
-                )
-            ]
-        )
-    texts = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[text_column]]
-    return df, texts
+    named = (("--text-column", text_column), ("--text-pair-column", text_pair_column))
+    missing = [(flag, col) for flag, col in named if col is not None and col not in df.columns]
+    if missing:
+        columns = ", ".join(map(str, df.columns))
+        raise DataError([(flag, f"column {col!r} not in {path}", f"use one of: {columns}") for flag, col in missing])
+
+    def column(name: str) -> list[str]:
+        return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[name]]
+
+    return df, column(text_column), column(text_pair_column) if text_pair_column else None
 
 
 def model_directory(path: str) -> str:
@@ -70,7 +69,8 @@ def model_directory(path: str) -> str:
 
 
 def load_model(model_dir: str):
-    """(model, tokenizer, task, max_length) from an exported directory (full, merged or PEFT adapter)."""
+    """(model, tokenizer, task, max_length, paired) from an exported directory (full, merged or PEFT adapter);
+    `paired`: the model was trained on sentence pairs (data.text_pair_column)."""
     from transformers import AutoTokenizer
 
     from trainer.export import load_exported
@@ -109,23 +109,29 @@ def load_model(model_dir: str):
     max_length = int(
         meta.get("max_length") or min(tokenizer.model_max_length, getattr(config, "max_position_embeddings", 512))
     )
-    return model, tokenizer, task, max_length
+    return model, tokenizer, task, max_length, bool(meta.get("paired"))
 
 
 def predict_texts(
-    model, tokenizer, texts: list[str], *, task: str, max_length: int, batch_size: int = 32
+    model, tokenizer, texts: list[str], *, task: str, max_length: int, batch_size: int = 32, pairs=None
 ) -> np.ndarray:
-    """Logits (classification) or values (regression), in input order."""
+    """Logits (classification) or values (regression), in input order. `pairs`: the second texts, tokenized with
+    `texts` as training did (trainer.data.tokenize), segment ids included."""
     import torch
 
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")
     out = [None] * len(texts)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             enc = tokenizer(
-                [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                [texts[i] for i in rows],
+                [pairs[i] for i in rows] if pairs is not None else None,
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
             )
             logits = model(**enc).logits.float().numpy()
             for i, row in zip(rows, logits, strict=True):
@@ -135,9 +141,16 @@ def predict_texts(
 
 
 def predict(
-    model_dir: str, *, input_path: str, text_column: str = "text", output: str | None = None, batch_size: int = 32
+    model_dir: str,
+    *,
+    input_path: str,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    output: str | None = None,
+    batch_size: int = 32,
 ) -> dict:
-    """Predictions for every row of `input_path`; writes `output` (CSV/TSV/JSONL/Parquet by extension) when given."""
+    """Predictions for every row of `input_path`; writes `output` (CSV/TSV/JSONL/Parquet by extension) when given.
+    A model trained on sentence pairs needs `text_pair_column`, and only such a model takes one."""
     import pandas as pd
     import torch
 
@@ -145,11 +158,18 @@ def predict(
         raise ConfigError(
             [("--output", f"cannot tell the format of {output}", f"use a file ending in {', '.join(WRITERS)}")]
         )
-    df, texts = read_rows(input_path, text_column=text_column)
+    df, texts, pairs = read_rows(input_path, text_column=text_column, text_pair_column=text_pair_column)
     model_dir = model_directory(model_dir)
-    model, tokenizer, task, max_length = load_model(model_dir)
+    model, tokenizer, task, max_length, paired = load_model(model_dir)
+    if paired != (pairs is not None):
+        # Single texts into a pairs model (or the reverse) run, and score as noise: refuse it.
+        trained = "sentence pairs (text + text_pair)" if paired else "single texts"
+        fix = "pass --text-pair-column COLUMN" if paired else "drop --text-pair-column"
+        raise ConfigError([("--text-pair-column", f"{model_dir} was trained on {trained}", fix)])
     started = time.perf_counter()
-    values = predict_texts(model, tokenizer, texts, task=task, max_length=max_length, batch_size=batch_size)
+    values = predict_texts(
+        model, tokenizer, texts, task=task, max_length=max_length, batch_size=batch_size, pairs=pairs
+    )
     seconds = time.perf_counter() - started
     if task == "regression":
         preds = pd.DataFrame({"value": values.astype(float)})
@@ -163,7 +183,7 @@ def predict(
                 **{f"p_{name}": probs[:, j].round(6) for j, name in enumerate(labels)},
             }
         )
-    keep = [c for c in ("id", text_column) if c in df.columns]
+    keep = [c for c in dict.fromkeys(("id", text_column, text_pair_column)) if c and c in df.columns]
     table = pd.concat([df[keep].reset_index(drop=True), preds], axis=1)
     if output:
         _write(table, output)

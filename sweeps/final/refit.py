@@ -106,9 +106,9 @@ def _test_rows(cfg: SweepConfig, saved: dict) -> np.ndarray:
 
 def _same_data(cfg: SweepConfig, saved: dict, sd: SweepDir):
     """The examples, checked to be those the sweep ran on."""
-    from sweeps.preflight.data import fingerprint, load_examples
+    from sweeps.preflight.data import fingerprint, sweep_examples
 
-    examples = load_examples(cfg, min_per_class=2)
+    examples = sweep_examples(cfg)  # the sweep's own loader: the same rare classes dropped
     if fingerprint(examples) != saved["fingerprint"]:
         why = f"the data differ from those the sweep at {sd.uri} was run on"
         raise ConfigError([("data.path", why, "restore the original data file")])

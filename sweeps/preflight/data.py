@@ -36,11 +36,17 @@ def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) ->
     return examples
 
 
+def sweep_examples(cfg: SweepConfig) -> Examples:
+    """The rows a sweep (and its refit) runs on: one loader, so `rare_classes: drop` drops the same classes."""
+    strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
+    need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
+    return load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
+
+
 def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     """Data and folds for a sweep: checks everything that needs no cluster."""
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
-    need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
-    examples = load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
+    examples = sweep_examples(cfg)
     check_test_split(cfg, examples, strategy)
     folds = make_folds(
         examples,

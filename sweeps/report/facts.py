@@ -38,7 +38,7 @@ def report_facts(sweep_uri: str) -> dict:
     summary = sweep.read(sweep.summary) or collect(sweep_uri, cfg=cfg)
     folds = sweep.read(sweep.folds, {})
     data = sweep.read(sweep.data, {})
-    trials = [_trial_row(sweep, t) for t in summary["trials"]]
+    trials = [_trial_row(sweep, t, cfg) for t in summary["trials"]]
     trials.sort(key=lambda t: (t["started"] is None, t["started"] or 0, t["trial_id"]))
     states = count_states(trials)
     facts = {
@@ -202,7 +202,9 @@ def _task_plots(task: str, fold_metrics: list[dict], best: dict, add, plots, *, 
         )
 
 
-def _trial_row(sweep: SweepDir, t: dict) -> dict:
+def _trial_row(sweep: SweepDir, t: dict, cfg) -> dict:
+    from sweeps.search.space import used_params
+
     try:
         started = sweep.trial(t["trial_id"]).params().started
     except StorageError:  # a damaged params.json: the trial's row says so (state unreadable), the report goes on
@@ -223,7 +225,8 @@ def _trial_row(sweep: SweepDir, t: dict) -> dict:
         "trainable_params",
         "total_params",
     )
-    return {**{k: t.get(k) for k in keys}, "started": started}
+    # each dimension only where it applied (its condition held)
+    return {**{k: t.get(k) for k in keys}, "params": used_params(t.get("params"), cfg), "started": started}
 
 
 def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict]:
@@ -259,7 +262,7 @@ def compare_methods(trials: list[dict], *, default: str, mode: str) -> list[dict
 
 
 def _best(cfg, best: dict | None) -> dict | None:
-    from sweeps.search.space import apply_params, config_json
+    from sweeps.search.space import apply_params, config_json, used_params
 
     if best is None:
         return None
@@ -282,13 +285,14 @@ def _best(cfg, best: dict | None) -> dict | None:
         summary[k] = {"mean": sum(values) / len(values), "std": _std(values)}
     return {
         "trial_id": best["trial_id"],
-        "params": best["params"],
+        "params": used_params(best["params"], cfg),
         "mean": best["mean"],
         "std": best["std"],
         "fold_scores": best["fold_scores"],
         "trainable_params": best.get("trainable_params"),
         "total_params": best.get("total_params"),
         "config": config_json(train, deepspeed, model),
+        "selection_note": selection_note(train),
         "folds": folds,
         "metrics": summary,
         "deepspeed": best.get("deepspeed"),
@@ -348,3 +352,18 @@ def _clean(obj):
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
+
+
+def selection_note(train) -> str | None:
+    """What chose each fold's scored epoch, when early stopping did: said next to the cross-validated score."""
+    if not train.early_stopping_patience:
+        return None
+    if train.early_stopping_holdout:
+        return (
+            f"early stopping picked each fold's epoch on {train.early_stopping_holdout:g} of its training rows, "
+            "held out from training; the validation rows only scored it"
+        )
+    return (
+        "early stopping picked each fold's epoch on the same validation rows that score it, so this score is "
+        "optimistic; set train.early_stopping_holdout to pick it on held-out training rows"
+    )

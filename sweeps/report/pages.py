@@ -61,7 +61,7 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
             f"Trial {best['trial_id']}: {metric} {_fmt(best['mean'])} ± {_fmt(best['std'])} "
             f"over {len(best['folds'])} folds; "
             f"params: {_fmt(best['params'])}; {_fmt(best['trainable_params'])} trainable parameters."
-        )
+        ) + (f" Note: {best['selection_note']}." if best.get("selection_note") else "")
         out.append(("Best trial", ["fold", "train rows", "val rows", *names], rows, intro))
         cfg_rows = [[group, _fmt(values)] for group, values in best["config"].items()]
         out.append(("Best trial: effective config", ["group", "values"], cfg_rows, None))

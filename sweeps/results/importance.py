@@ -15,8 +15,9 @@ def param_importances(trials: list[dict], *, space, mode: str, cfg=None) -> dict
     dimension table, as Tune's domains do). Completed trials are used; with fewer than two, pruned trials join
     with their partial fold means (the note says so). Failed trials carry no score and are left out.
 
-    Conditional dimensions: a value counts only in a trial whose condition held (a lora_rank drawn by a full
-    fine-tuning trial was never used), and optuna's evaluators need one set of parameters across the trials,
+    Conditional dimensions: a value counts only in a trial whose condition held (a full fine-tuning trial draws
+    no lora_rank; one recorded before the space was define-by-run carries an unused one), and optuna's evaluators
+    need one set of parameters across the trials,
     so a dimension used by only some of the scored trials is left out (the note names it). `cfg` (the
     SweepConfig) gives the fixed value of an unsearched condition path, e.g. model.method; without it such
     conditions count as holding.

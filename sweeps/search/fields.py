@@ -64,3 +64,24 @@ def bounds_text(path: str) -> str:
         elif isinstance(m, at.Le):
             high = f" <= {m.le}"
     return f"{low}value{high}" if low or high else f"any {getattr(base, '__name__', base)}"
+
+
+def searchable_fields() -> list[tuple[str, str]]:
+    """(dotted path, kind) of every field a search can vary: numbers ("float", "int") and booleans or
+    literals ("choice"), in the groups' declaration order, nested groups (model.lora) included. Text and list
+    fields (model.path, lora.target_modules) are not searchable."""
+    out = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            base, path = base_type(field.annotation), f"{prefix}.{name}"
+            if isinstance(base, type) and issubclass(base, BaseModel):
+                walk(base, path)
+            elif typing.get_origin(base) is Literal or base is bool:
+                out.append((path, "choice"))
+            elif base in (int, float):
+                out.append((path, base.__name__))
+
+    for root, model in GROUPS.items():
+        walk(model, root)
+    return out

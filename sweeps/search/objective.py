@@ -31,8 +31,20 @@ def tune_metrics(report: EpochReport) -> dict:
         objective=float(np.mean(done)) if done else current,
         objective_std=float(np.std(done)) if len(done) > 1 else 0.0,
     )
-    out.update({f"fold{i}_{report.metric}": score for i, score in enumerate(done)})
+    out.update({fold_key(i, report.metric): score for i, score in enumerate(done)})
     return out
+
+
+def fold_key(fold: int, metric: str) -> str:
+    return f"fold{fold}_{metric}"
+
+
+def fold_scores(result: dict, metric: str) -> list[float]:
+    """The finished folds' scores in a Tune result, in fold order (the searcher's intermediate values)."""
+    scores = []
+    while fold_key(len(scores), metric) in result:
+        scores.append(float(result[fold_key(len(scores), metric)]))
+    return scores
 
 
 def completed_report(folds: list[FoldRecord], *, metric: str, k: int) -> dict:

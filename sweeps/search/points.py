@@ -9,9 +9,9 @@ from sweeps.search.space import BY_KEY, searched
 
 
 def typed_points(space, points: list[dict] | None) -> tuple[list[dict] | None, list[tuple[str, str, str]]]:
-    """(the points with typed values, problems). Problems: keys not searched, searched keys missing (Tune's Optuna
-    searcher needs every one), values the config field refuses, values the space cannot draw; each names
-    `search.initial_points.<i>.<key>`."""
+    """(the points with typed values, problems). Problems: keys not searched, searched keys missing (those the
+    point's trial draws: a lora_rank only where method is lora), values the config field refuses, values the space
+    cannot draw; each names `search.initial_points.<i>.<key>`."""
     if points is None:
         return None, []
     dims = searched(space)
@@ -39,7 +39,8 @@ def typed_points(space, points: list[dict] | None) -> tuple[list[dict] | None, l
             if not d.contains(setting, out[key]):
                 message = f"{value!r} is outside search.space.{key} ({d.describe(setting)})"
                 problems.append((where, message, f"use a value in search.space.{key}, or widen it"))
-        for key in [k for k in dims if k not in point]:
+        # a dimension whose condition does not hold in this point is not drawn for it (define-by-run)
+        for key in [k for k in dims if k not in point and dims[k].applies(out)]:
             example = dims[key].values(dims[key].setting(space))[0]
             message = "missing: every searched dimension needs a value"
             problems.append((f"search.initial_points.{i}.{key}", message, f"add {key}, e.g. {example!r}"))

@@ -19,6 +19,7 @@ from zerotune.errors import ConfigError
 ALLOWED = {
     "search.num_trials": "raise",  # more trials after the ones already run
     "search.max_concurrent_trials": "any",  # scheduling only
+    "search.time_budget_s": "any",  # when this run stops proposing trials (the budget is per run)
     "storage.checkpoint_every_epoch": "any",  # what a restart resumes from, not what a fold computes
     "storage.lease_timeout_s": "any",  # who may write the sweep, not what it computes
 }

@@ -1,17 +1,20 @@
 """The search space: ONE table of dimensions, keyed by the dotted config path each one sets.
 
 A `Dimension` knows its `search.space` key, the config field it sets (and so that field's bounds, read from
-the field's own validators), its kind (float range, int range or choice), its Tune domain, its Optuna
-distribution and its condition (when a trial uses it, e.g. a LoRA rank only in lora trials). Everything that
-reads the space reads `DIMENSIONS`: the `search.space` YAML group (`SpaceConfig` is built from it), Tune's
-param space, a trial's config, importances, pre-flight and initial points (sweeps.search.points). Searching another
-config field is one more row here.
+the field's own validators), its kind (float, int or choice), its Optuna distribution, how a sampler suggests it
+and its condition (when a trial uses it, e.g. a LoRA rank only in lora trials). Everything that reads the space
+reads `DIMENSIONS`: the `search.space` YAML group (sweeps.search.settings builds it), the searcher's define-by-run
+space (sweeps.search.searcher), a trial's config, importances, pre-flight and initial points. The named rows
+(`learning_rate`, `lora_rank`, ...) come first; every other numeric, boolean or choice field of `train`, `model`
+(LoRA included) and `deepspeed` follows as a row keyed by its dotted path (`train.schedule`, `model.lora.alpha`).
 
-Conditions: Tune's Optuna searcher samples a flat space, so every searched dimension gets a value in every
-trial (a full fine-tuning trial still draws a `lora_rank`). The condition decides whether that value is
-used: `apply_params` applies only dimensions whose condition holds, importances leave the unused values out.
-A condition reads the trial's effective value of a config path: the trial's sampled value when that path is
-searched, else the config's fixed value.
+Conditions: the space is define-by-run (Optuna's), in table order, so a condition's path is drawn before the
+dimensions it decides: a full fine-tuning trial never draws a `lora_rank`. `apply_params` still applies only
+dimensions whose condition holds (trials recorded before the space was conditional carry every value), and
+importances and the report leave unused values out. A condition reads the trial's effective value of a config
+path: the trial's sampled value when that path is searched, else the config's fixed value.
+
+A numeric row's setting is a range ({low, high[, log][, step]}) or a list of values; a choice row's a list.
 
 This module imports `trainer.config` only; `sweeps.config` imports it (no cycle).
 """
@@ -20,39 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ValidationError
 
-from sweeps.search.fields import GROUPS, adapter, base_type, bounds_text, field_info, is_int_field
-from trainer.config import DeepSpeedConfig, Group, ModelConfig, TrainConfig
+from sweeps.search.fields import GROUPS, adapter, base_type, bounds_text, field_info, is_int_field, searchable_fields
+from trainer.config import DeepSpeedConfig, ModelConfig, TrainConfig
 
 Kind = Literal["float", "int", "choice"]
-
-
-class FloatRange(Group):
-    low: float = Field(..., description="Lower bound")
-    high: float = Field(..., description="Upper bound")
-    log: bool = Field(False, description="Sample on a log scale")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-class IntRange(Group):
-    low: int = Field(..., description="Lower bound (inclusive)")
-    high: int = Field(..., description="Upper bound (inclusive)")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low <= self.high:
-            raise ValueError(f"empty range: low ({self.low}) must not exceed high ({self.high})")
-        return self
 
 
 @dataclass(frozen=True)
@@ -105,59 +83,75 @@ class Dimension:
         return bounds_text(self.path)
 
     # -- its search.space setting ---------------------------------------------------------------
-    def setting(self, space) -> FloatRange | IntRange | list | None:
-        """Its value in a SpaceConfig (None: not searched)."""
+    def setting(self, space) -> object | None:
+        """Its value in a SpaceConfig: a FloatRange/IntRange or a list (None: not searched)."""
         return getattr(space, self.key, None)
 
-    def tune_domain(self, value):
-        from ray import tune
-
-        if self.kind == "float":
-            return tune.loguniform(value.low, value.high) if value.log else tune.uniform(value.low, value.high)
-        if self.kind == "int":
-            return tune.randint(value.low, value.high + 1)  # randint's upper end is exclusive
-        return tune.choice(list(value))
+    def listed(self, value) -> bool:
+        """Whether a setting is a list of values (a choice row, or a numeric row given as a list)."""
+        return self.kind == "choice" or isinstance(value, list)
 
     def optuna_distribution(self, value):
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+        if self.listed(value):
+            return CategoricalDistribution(list(value))
         if self.kind == "float":
-            return FloatDistribution(value.low, value.high, log=value.log)
-        if self.kind == "int":
-            return IntDistribution(value.low, value.high)
-        return CategoricalDistribution(list(value))
+            return FloatDistribution(value.low, value.high, log=value.log, step=value.step)
+        return IntDistribution(value.low, value.high, step=value.step or 1)
+
+    def suggest(self, trial, value):
+        """The define-by-run draw (an optuna Trial, or Tune's captor of one): the same distribution as above."""
+        if self.listed(value):
+            return trial.suggest_categorical(self.key, list(value))
+        if self.kind == "float":
+            return trial.suggest_float(self.key, value.low, value.high, log=value.log, step=value.step)
+        return trial.suggest_int(self.key, value.low, value.high, step=value.step or 1)
 
     def values(self, value) -> list:
-        """Every value a trial can draw (a float range: its two ends)."""
+        """Every value a trial can draw (a float range without a step: its two ends)."""
+        if self.listed(value):
+            return list(value)
         if self.kind == "float":
-            return [value.low, value.high]
-        if self.kind == "int":
-            return list(range(value.low, value.high + 1))
-        return list(value)
+            return self.grid(value) if value.step else [value.low, value.high]
+        return list(range(value.low, value.high + 1, value.step or 1))
+
+    def grid(self, value) -> list:
+        """Every value, for a grid search; ValueError for a continuous range (it has no finite grid)."""
+        if self.kind == "float" and not self.listed(value):
+            if not value.step:
+                raise ValueError("a continuous range has no grid")
+            count = math.floor((value.high - value.low) / value.step + 1e-9) + 1
+            return [round(value.low + i * value.step, 12) for i in range(count)]
+        return self.values(value)
 
     def contains(self, value, candidate) -> bool:
         """Whether `candidate` is a value this setting can draw (initial points)."""
-        if isinstance(candidate, bool) and self.kind != "choice":
+        if self.listed(value):
+            return any(_same(candidate, c) for c in value)
+        if isinstance(candidate, bool):
             return False
         if self.kind == "float":
             number = isinstance(candidate, (int, float)) and math.isfinite(candidate)
             return number and value.low <= candidate <= value.high
-        if self.kind == "int":
-            return isinstance(candidate, int) and value.low <= candidate <= value.high
-        return any(_same(candidate, c) for c in value)
+        return isinstance(candidate, int) and value.low <= candidate <= value.high
 
     def describe(self, value) -> str:
+        if self.listed(value):
+            return f"one of {list(value)}"
+        step = f" step {value.step}" if value.step else ""
         if self.kind == "float":
-            return f"[{value.low}, {value.high}]" + (" (log)" if value.log else "")
-        if self.kind == "int":
-            return f"{value.low}..{value.high}"
-        return f"one of {list(value)}"
+            return f"[{value.low}, {value.high}]" + (" (log)" if value.log else "") + step
+        return f"{value.low}..{value.high}{step}"
 
     def check(self, value):
         """The SpaceConfig field validator: every value the setting can draw must suit the config field."""
         if value is None:
             return value
-        ends = [("low", value.low), ("high", value.high)] if self.kind != "choice" else [("choice", c) for c in value]
+        if self.listed(value):
+            ends = [("choice", c) for c in value]
+        else:
+            ends = [("low", value.low), ("high", value.high)]
         bad = [f"{name} {v!r}" for name, v in ends if not self.accepts(v)]
         if bad:
             raise ValueError(f"{', '.join(bad)} outside what {self.path} accepts: {self.bounds()}")
@@ -175,7 +169,7 @@ class Dimension:
     def cast(self, value):
         """A sampled value as the config field's Python type (numpy scalars from samplers -> int/float/str)."""
         value = value.item() if hasattr(value, "item") else value
-        if self.kind == "float":
+        if self.kind == "float" and not isinstance(value, bool):
             return float(value)
         if self.kind == "int" or (is_int_field(self.path) and isinstance(value, float) and value.is_integer()):
             return int(value)
@@ -188,7 +182,7 @@ def _dim(key, path, kind, description, *, when: tuple[str, set] | None = None) -
 
 METHOD = "model.method"  # what the method-specific dimensions are conditioned on
 
-DIMENSIONS: tuple[Dimension, ...] = (
+NAMED: tuple[Dimension, ...] = (
     _dim("learning_rate", "train.learning_rate", "float", "Learning-rate range (use log: true)"),
     _dim("batch_size", "train.batch_size", "choice", "Per-device batch size choices"),
     _dim("epochs", "train.epochs", "int", "Epochs per fold range"),
@@ -202,6 +196,28 @@ DIMENSIONS: tuple[Dimension, ...] = (
     _dim("top_layers", "model.top_layers", "int", "Range of top blocks trained", when=(METHOD, {"partial"})),
     _dim("prompt_tokens", "model.prompt_tokens", "choice", "Prompt-token choices", when=(METHOD, {"prompt-tuning"})),
 )
+
+# The conditions of the rows keyed by their path: (path prefix, condition). A path matches its longest prefix.
+CONDITIONS: dict[str, tuple[str, set]] = {
+    "model.lora.": (METHOD, {"lora"}),
+    "train.momentum": ("train.optimizer", {"sgd"}),
+}
+
+
+def _by_path() -> tuple[Dimension, ...]:
+    """A row for every other numeric, boolean or choice field of the groups a trial overrides."""
+    named = {d.path for d in NAMED}
+    rows = []
+    for path, kind in searchable_fields():
+        if path in named:
+            continue
+        prefix = max((p for p in CONDITIONS if path.startswith(p)), key=len, default=None)
+        doc = "Range or list of values" if kind != "choice" else "Choices"
+        rows.append(_dim(path, path, kind, doc, when=CONDITIONS[prefix] if prefix else None))
+    return tuple(rows)
+
+
+DIMENSIONS: tuple[Dimension, ...] = NAMED + _by_path()
 BY_KEY: dict[str, Dimension] = {d.key: d for d in DIMENSIONS}
 BY_PATH: dict[str, Dimension] = {d.path: d for d in DIMENSIONS}
 
@@ -222,13 +238,8 @@ def searched(space) -> dict[str, Dimension]:
     return {d.key: d for d in DIMENSIONS if d.setting(space) is not None}
 
 
-def tune_space(space) -> dict:
-    """Tune's param space: every searched dimension (flat: conditions act in `apply_params`)."""
-    return {key: d.tune_domain(d.setting(space)) for key, d in searched(space).items()}
-
-
 def optuna_distributions(space) -> dict:
-    """The search space as optuna distributions (the ranges Tune samples from)."""
+    """The search space as optuna distributions (what the define-by-run draws sample from)."""
     return {key: d.optuna_distribution(d.setting(space)) for key, d in searched(space).items()}
 
 
@@ -237,6 +248,21 @@ def values(space, key_or_path: str) -> list:
     d = dimension(key_or_path)
     setting = d.setting(space)
     return [] if setting is None else d.values(setting)
+
+
+def grid_points(cfg) -> list[dict]:
+    """Every configuration a grid search of a SweepConfig tries, each once: the searched dimensions' grids crossed
+    in table order, a conditional dimension only under the values its condition holds for (a full fine-tuning
+    trial is not repeated per LoRA rank). ValueError naming a continuous range, which has no grid."""
+    points = [{}]
+    for key, d in searched(cfg.search.space).items():
+        try:
+            grid = d.grid(d.setting(cfg.search.space))
+        except ValueError:
+            raise ValueError(f"search.space.{key}: a grid needs a step for a float range (add step: ...)") from None
+        points = [{**p, key: v} for p in points for v in (grid if d.applies(p, cfg) else [None])]
+        points = [{k: v for k, v in p.items() if not (k == key and v is None)} for p in points]
+    return points
 
 
 class TrialValues(NamedTuple):
@@ -280,6 +306,14 @@ def apply_params(cfg, params: dict) -> tuple[TrainConfig, DeepSpeedConfig, Model
     return groups["train"], groups["deepspeed"], groups["model"]
 
 
+def used_params(params: dict | None, cfg) -> dict | None:
+    """A trial's params less the values its conditions left unused (trials recorded before the space was
+    define-by-run carry a lora_rank in a full fine-tuning trial): what a report shows."""
+    if params is None:
+        return None
+    return {k: v for k, v in params.items() if k not in BY_KEY or BY_KEY[k].applies(params, cfg)}
+
+
 def config_json(train: TrainConfig, deepspeed: DeepSpeedConfig, model: ModelConfig) -> dict:
     """The groups a trial's params override (what `apply_params` returns), as JSON by group name."""
     return {name: group.model_dump(mode="json") for name, group in zip(GROUPS, (train, deepspeed, model), strict=True)}
@@ -313,31 +347,3 @@ def _same(a, b) -> bool:
     """Equal and both or neither bool (True is not the ZeRO stage 1)."""
     a = a.item() if hasattr(a, "item") else a
     return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-# -- the `search.space` YAML group, built from the table ------------------------------------------
-
-
-def _space_field(d: Dimension):
-    """The SpaceConfig field of a row; resolving its config paths here makes a row naming a field that does not
-    exist (or one outside the groups `apply_params` returns) fail at import, not in a sweep."""
-    field = d.field
-    if d.when:
-        field_info(d.when.path)
-    if d.kind == "float":
-        kind, extra = FloatRange, {}
-    elif d.kind == "int":
-        kind, extra = IntRange, {}
-    else:
-        kind, extra = list[base_type(field.annotation)], {"min_length": 1}
-    doc = f"{d.description}; sets {d.path}" + (f", only when {d.when}" if d.when else "")
-    return Annotated[kind | None, AfterValidator(d.check)], Field(None, description=doc, **extra)
-
-
-SpaceConfig = create_model(
-    "SpaceConfig",
-    __base__=Group,
-    __module__=__name__,
-    __doc__="What the search varies; an absent dimension keeps the `train`/`deepspeed`/`model` value.",
-    **{d.key: _space_field(d) for d in DIMENSIONS},
-)

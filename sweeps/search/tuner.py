@@ -44,7 +44,7 @@ class ResumedSearch(SearchGenerator):
 def new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):
     return tune.Tuner(
         trainable,
-        param_space=_space(cfg),
+        param_space={},  # the searcher holds the space (define-by-run: conditional dimensions)
         tune_config=tune.TuneConfig(
             search_alg=_searcher(cfg),
             scheduler=_scheduler(cfg),
@@ -100,23 +100,10 @@ def restore_tuner(
     return tuner
 
 
-def _space(cfg: SweepConfig) -> dict:
-    from sweeps.search.space import tune_space
-
-    return tune_space(cfg.search.space)
-
-
 def _searcher(cfg: SweepConfig):
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    from sweeps.search.searcher import make_searcher
 
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.search.num_trials // 3)))
-    return OptunaSearch(
-        metric="objective",
-        mode=cfg.mode,
-        sampler=sampler,
-        points_to_evaluate=list(cfg.search.initial_points or []) or None,
-    )
+    return make_searcher(cfg)
 
 
 def _scheduler(cfg: SweepConfig):

@@ -180,3 +180,23 @@ def test_pkg_paths_resolve_without_importing_the_package():
     assert path.endswith(".gguf")
     with pytest.raises(DataError, match="not installed"):
         resolve_path("pkg:no_such_package_zt/model")
+
+
+def test_sentence_pairs_train_with_the_segment_ids_the_tokenizer_gives(tiny_bert_dir):
+    """BERT reads which segment a token is in: a pair tokenized as [CLS] a [SEP] b [SEP] must reach the model with
+    segment 1 on b, as `zerotune predict` (the tokenizer's full output) feeds it; all-zero segments train another
+    model than the one predict runs."""
+    from transformers import AutoTokenizer
+
+    df = pd.DataFrame({"text": ["good day", "bad day"], "pair": ["a long second sentence", "ok"], "label": ["p", "n"]})
+    examples = to_examples(df, _cfg("x", text_pair_column="pair"), "classification", seed=0, min_per_class=1)
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    encoded = tokenize(examples, tok, "classification", max_length=32)
+    assert encoded.paired
+    batch = collate(encoded, np.array([0, 1]), "classification")
+    expected = tok(examples.texts, examples.pairs, padding=True, return_tensors="pt")
+    assert batch["input_ids"].tolist() == expected["input_ids"].tolist()
+    assert batch["token_type_ids"].tolist() == expected["token_type_ids"].tolist()
+    assert batch["token_type_ids"][0].max() == 1  # the pair's segment is there
+    single = tokenize(to_examples(df, _cfg("x"), "classification", seed=0, min_per_class=1), tok, "classification", 32)
+    assert not single.paired and "token_type_ids" not in collate(single, np.array([0, 1]), "classification")

@@ -48,3 +48,32 @@ def test_fp16_on_cpu_and_offload_without_stage_are_refused():
         )
     with pytest.raises(ValueError, match="offload_params needs zero_stage: 3"):
         DeepSpeedConfig(zero_stage=2, offload_params=True)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_sgd_is_allowed_under_zero_and_adamw_needs_no_allowance(stage):
+    """DeepSpeed asserts on torch's SGD under ZeRO >= 1 unless told it may partition an untested optimizer."""
+
+    def build(optimizer):
+        train = TrainConfig(optimizer=optimizer)
+        return build_deepspeed_config(
+            ds=DeepSpeedConfig(zero_stage=stage), train=train, world_size=1, steps_per_epoch=4, device="cpu"
+        )
+
+    sgd = build("sgd")
+    assert sgd["optimizer"]["type"] == "SGD" and "torch_adam" not in sgd["optimizer"]["params"]
+    assert sgd.get("zero_allow_untested_optimizer", False) is (stage > 0)
+    assert "zero_allow_untested_optimizer" not in build("adamw")
+
+
+def test_cpu_offload_runs_deepspeeds_cpu_adam_and_the_constant_schedule_warms_up():
+    train = TrainConfig(epochs=2, warmup_ratio=0.25, schedule="constant", learning_rate=1e-3)
+    ds = DeepSpeedConfig(zero_stage=3, offload_optimizer=True, offload_params=True)
+    cfg = build_deepspeed_config(ds=ds, train=train, world_size=1, steps_per_epoch=8, device="cpu")
+    # torch's AdamW cannot step offloaded partitions: DeepSpeed must pick its CPU Adam (a JIT-built op).
+    assert "torch_adam" not in cfg["optimizer"]["params"] and cfg["zero_force_ds_cpu_optimizer"] is True
+    assert cfg["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
+    assert cfg["scheduler"] == {
+        "type": "WarmupLR",
+        "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 1e-3, "warmup_num_steps": 4, "warmup_type": "linear"},
+    }

@@ -145,9 +145,11 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     from pathlib import Path
 
     # A learning rate this small cannot move macro-F1: the fold stalls after its first epoch.
-    raw = _bert_cfg(
-        tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, early_stopping_patience=1
-    ).model_dump(mode="json")
+    # A quarter of the training rows picks the epoch (early_stopping_holdout); the validation rows score it.
+    stopping = {"early_stopping_patience": 1, "early_stopping_holdout": 0.25}
+    raw = _bert_cfg(tmp_path, tiny_bert_dir, keyword_csv, 1, learning_rate=1e-9, epochs=5, **stopping).model_dump(
+        mode="json"
+    )
     cfg = load_config(
         raw={**raw, "scaling": {**raw["scaling"], "num_workers": 1}}
     )  # ranks do not matter here; a worker start does
@@ -156,6 +158,8 @@ def test_early_stopping_stops_a_stalled_fold_and_scores_and_exports_its_best_epo
     assert len(history) == 2, history  # stopped after patience (1) epochs without improvement, not at 5
     record = json.loads(Path(summary["metrics_path"]).parent.joinpath("records", "fold-0.json").read_text())
     assert record["stopped_early"] and record["best_epoch"] == 0 and record["epochs_run"] == 2
+    assert all("holdout_f1_macro" in h for h in history)  # the holdout was evaluated each epoch...
+    assert record["n_train"] == summary["n_train"] - round(0.25 * summary["n_train"])  # ...and not trained on
     for key in ("f1_macro", "accuracy", "eval_loss"):
         assert summary["metrics"][key] == history[0][key]
     _reload_and_compare(Path(summary["model_dir"]), "classification")

@@ -14,7 +14,8 @@ from trainer.worker import batches_per_rank, epoch_rows
 
 
 def _spec(patience=None, mode="max"):
-    return SimpleNamespace(train=SimpleNamespace(early_stopping_patience=patience), metric="f1_macro", mode=mode)
+    train = SimpleNamespace(early_stopping_patience=patience, early_stopping_holdout=None)
+    return SimpleNamespace(train=train, metric="f1_macro", mode=mode)
 
 
 def _result(epoch, score, steps=(0.5, 0.5)):

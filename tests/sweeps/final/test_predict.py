@@ -97,3 +97,38 @@ def test_predict_with_a_sweep_directory_runs_its_latest_completed_refit(classifi
     assert main(["predict", sweep.uri, "--input", str(amazon_slice), "--format", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == run.model and result["rows"] == 150
+
+
+def test_a_sentence_pair_model_predicts_from_both_columns_and_refuses_single_texts(classifier, tmp_path, capsys):
+    """A model exported from a pairs fit (zerotune.json "paired") scores text + pair, segment ids included, as
+    training tokenized them (trainer.data.tokenize); single texts into it, or pairs into a single-text model, are
+    refused rather than scored as noise."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    paired = tmp_path / "paired"
+    shutil.copytree(classifier, paired)
+    meta = json.loads((paired / "zerotune.json").read_text())
+    (paired / "zerotune.json").write_text(json.dumps({**meta, "paired": True}))
+    src = tmp_path / "pairs.csv"
+    rows = pd.DataFrame({"id": [7, 8, 9], "q": ["is it good", "what", "why not"], "a": ["yes very", "no", "because"]})
+    rows.to_csv(src, index=False)
+
+    assert main(["predict", str(paired), "--input", str(src), "--text-column", "q"]) == 2
+    assert "error: --text-pair-column:" in capsys.readouterr().err
+    single = ["predict", str(classifier), "--input", str(src), "--text-column", "q", "--text-pair-column", "a"]
+    assert main(single) == 2 and "trained on single texts" in capsys.readouterr().err
+
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(paired), "--input", str(src), "--text-column", "q", "--text-pair-column", "a",
+                 "--output", str(out)]) == 0  # fmt: skip
+    pred = pd.read_csv(out)
+    assert list(pred["id"]) == [7, 8, 9] and list(pred["a"]) == list(rows["a"])
+    tok = AutoTokenizer.from_pretrained(paired)
+    model = AutoModelForSequenceClassification.from_pretrained(paired).eval()
+    with torch.no_grad():
+        enc = tok(list(rows["q"]), list(rows["a"]), padding=True, return_tensors="pt")
+        probs = model(**enc).logits.softmax(-1).numpy()
+    assert abs(pred[[f"p_{n}" for n in LABELS]].to_numpy() - probs).max() < 1e-5

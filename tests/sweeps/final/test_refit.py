@@ -35,3 +35,28 @@ def test_a_leftover_oom_record_of_an_earlier_refit_does_not_fail_a_new_one(tmp_p
     fold = FoldRecord(fold=0, epochs_run=1, best_epoch=0, metrics={"f1_macro": 0.9}, history=[], val_sha="a")
     FitRecords(spec.records_uri).write_fold(fold)
     assert _recorded_fold(spec, SimpleNamespace(error=None)) == fold
+
+
+def test_refit_reads_the_rows_the_sweep_ran_on_when_rare_classes_are_dropped(tmp_path):
+    """A class with 2..k rows is dropped by the sweep (stratified folds need k per class); refit must drop it too,
+    or its row set (and fingerprint) differs and it refuses to run."""
+    from sweeps.final.refit import _same_data
+    from sweeps.preflight.data import fingerprint, prepare_sweep
+    from tiny_models import keyword_rows
+
+    rows = keyword_rows(30)
+    rows.loc[:2, "label"] = "rare"  # 3 rows: enough for refit's old split (2), too few for k=3 + a test split
+    rows.to_csv(tmp_path / "d.csv", index=False)
+    cfg = load_config(
+        raw={
+            "name": "s",
+            "data": {"path": str(tmp_path / "d.csv"), "rare_classes": "drop"},
+            "folds": {"k": 3, "test_fraction": 0.2},
+            "search": {"space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}}},
+            "storage": {"path": str(tmp_path)},
+        }
+    )
+    examples, _ = prepare_sweep(cfg)
+    assert "rare" not in examples.label_names
+    again = _same_data(cfg, {"fingerprint": fingerprint(examples)}, SweepDir.of(cfg))
+    assert fingerprint(again) == fingerprint(examples)

@@ -58,8 +58,8 @@ def _fold(task, fold, rng, *, diverged=None):
     )
 
 
-def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] = ()) -> Path:
-    """trials: [{"params": {...}, "folds": n, "diverged": bool}]
+def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] = (), **over) -> Path:
+    """trials: [{"params": {...}, "folds": n, "diverged": bool}]; `over`: config groups to replace
     -> a sweep directory as `zerotune sweep run` leaves it."""
     raw = {
         "name": f"syn-{task}",
@@ -72,6 +72,7 @@ def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] =
             "space": {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "batch_size": [8, 16]},
         },
         "storage": {"path": str(root)},
+        **over,
     }
     from sweeps.layout import Params, SweepDir
 
@@ -132,6 +133,35 @@ def test_regression_report_has_residuals_importances_and_validates(tmp_path):
     )  # mse: lower is better
     jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
     assert "| failed (diverged at fold 0 epoch 0 step 2 (loss nan))" in Path(out["files"]["md"]).read_text()
+
+
+def test_the_report_shows_a_dimension_only_where_it_applied_and_flags_epochs_picked_on_the_scored_rows(tmp_path):
+    from sweeps.report.facts import build_report
+
+    space = {"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "method": ["full", "lora"], "lora_rank": [4, 8]}
+    # trials recorded when every dimension was drawn in every trial: the full one carries an unused lora_rank
+    trials = [
+        {"params": {"learning_rate": 1e-4, "method": "full", "lora_rank": 8}, "folds": 3},
+        {"params": {"learning_rate": 3e-3, "method": "lora", "lora_rank": 4}, "folds": 3},
+    ]
+    search = {"num_trials": 2, "space": space}
+    train = {"epochs": 3, "early_stopping_patience": 1}
+    uri = make_storage(tmp_path / "store", task="regression", trials=trials, search=search, train=train)
+    out = build_report(str(uri), formats=("md",), out_dir=str(tmp_path / "out"))
+    params = {t["trial_id"]: t["params"] for t in out["facts"]["trials"]}
+    assert params == {"t0000": {"learning_rate": 1e-4, "method": "full"}, "t0001": trials[1]["params"]}
+    assert out["facts"]["best"]["params"] == params[out["facts"]["best"]["trial_id"]]
+    assert "optimistic" in out["facts"]["best"]["selection_note"]
+    assert "so this score is optimistic" in Path(out["files"]["md"]).read_text()
+    held = make_storage(tmp_path / "held", task="regression", trials=trials, search=search,
+                        train={**train, "early_stopping_holdout": 0.2})  # fmt: skip
+    note = build_report(str(held), formats=("md",), out_dir=str(tmp_path / "out2"))["facts"]["best"]["selection_note"]
+    assert "held out from training" in note and "optimistic" not in note
+    plain = make_storage(tmp_path / "plain", task="regression", trials=trials, search=search)
+    assert (
+        build_report(str(plain), formats=("md",), out_dir=str(tmp_path / "o3"))["facts"]["best"]["selection_note"]
+        is None
+    )
 
 
 def test_causal_lm_report_has_eval_loss_curve_over_a_uri(tmp_path):

@@ -27,7 +27,8 @@ def test_initial_points_are_checked_against_the_space():
         "epochs": {"low": 1, "high": 3},
     }
     good = {"learning_rate": 1e-4, "batch_size": 16, "method": "lora", "lora_rank": 4, "epochs": 2}
-    _cfg(space, [good, {**good, "learning_rate": 1e-3, "method": "full"}])
+    full = {k: v for k, v in good.items() if k != "lora_rank"}
+    _cfg(space, [good, {**full, "learning_rate": 1e-3, "method": "full"}])  # a full trial draws no lora_rank
     points = [
         {**good, "learning_rate": 1e-2},  # outside the range
         {**good, "batch_size": 12},  # not a choice
@@ -35,7 +36,7 @@ def test_initial_points_are_checked_against_the_space():
         {**good, "epochs": 4},  # outside the int range
         {**good, "zero_stage": 2},  # a dimension, not searched
         {**good, "learnig_rate": 1e-4},  # no such dimension
-        {k: v for k, v in good.items() if k != "lora_rank"},  # missing: Tune's Optuna searcher needs every key
+        full,  # missing: a lora trial draws lora_rank
         {**good, "epochs": True},  # a bool is not an epoch count
     ]
     problems = _problems(space, points)

@@ -6,7 +6,7 @@ import pytest
 
 from sweeps.config import SpaceConfig, load_config
 from sweeps.search import space as S
-from sweeps.search.space import apply_params, tune_space
+from sweeps.search.space import apply_params
 from zerotune.errors import ConfigError
 
 # One in-bounds setting per dimension: every row of the table is exercised.
@@ -38,61 +38,40 @@ def _problems(*args, **kwargs):
 
 
 def test_the_yaml_group_is_the_table():
-    assert list(SpaceConfig.model_fields) == [d.key for d in S.DIMENSIONS] == list(EVERY)
-    assert S.SpaceConfig is SpaceConfig
+    assert list(SpaceConfig.model_fields) == [d.key for d in S.DIMENSIONS]
+    assert [d.key for d in S.NAMED] == list(EVERY)
     for d in S.DIMENSIONS:
         assert SpaceConfig.model_fields[d.key].description.startswith(f"{d.description}; sets {d.path}")
         assert S.dimension(d.key) is S.dimension(d.path) is d
     with pytest.raises(KeyError):
-        S.dimension("train.momentum")
+        S.dimension("model.path")  # text: not searchable
 
 
-def test_tune_domains_and_optuna_distributions_cover_every_dimension_alike():
+def test_optuna_distributions_and_define_by_run_draws_cover_every_dimension_alike():
+    import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-    from ray.tune.search.sample import Categorical, Float, Integer
 
     space = _cfg(EVERY).search.space
-    tune, dists = tune_space(space), S.optuna_distributions(space)
-    assert list(tune) == list(dists) == list(S.searched(space)) == list(EVERY)
+    dists = S.optuna_distributions(space)
+    assert list(dists) == list(S.searched(space)) == list(EVERY)
+    study = optuna.create_study()
+    trial = study.ask()
     for key, d in S.searched(space).items():
         setting = EVERY[key]
+        d.suggest(trial, d.setting(space))
         if d.kind == "float":
-            assert isinstance(tune[key], Float) and isinstance(dists[key], FloatDistribution)
-            assert (
-                (tune[key].lower, tune[key].upper)
-                == (dists[key].low, dists[key].high)
-                == (setting["low"], setting["high"])
-            )
-            assert dists[key].log == setting.get("log", False)
+            assert isinstance(dists[key], FloatDistribution)
+            assert (dists[key].low, dists[key].high, dists[key].log) == (
+                setting["low"], setting["high"], setting.get("log", False)
+            )  # fmt: skip
         elif d.kind == "int":
-            assert isinstance(tune[key], Integer) and isinstance(dists[key], IntDistribution)
-            # Tune's randint excludes its upper end, optuna's IntDistribution includes it: the same integers
-            assert (
-                (tune[key].lower, tune[key].upper - 1)
-                == (dists[key].low, dists[key].high)
-                == (setting["low"], setting["high"])
-            )
+            assert isinstance(dists[key], IntDistribution) and (dists[key].low, dists[key].high) == (
+                setting["low"], setting["high"]
+            )  # fmt: skip
         else:
-            assert isinstance(tune[key], Categorical) and isinstance(dists[key], CategoricalDistribution)
-            assert tune[key].categories == list(dists[key].choices) == setting
-    assert tune_space(_cfg({"epochs": {"low": 1, "high": 2}}).search.space).keys() == {"epochs"}
-
-
-def test_method_rank_layers_and_tokens_are_searchable():
-    from ray.tune.search.sample import Categorical, Integer
-
-    cfg = _cfg(
-        {
-            "method": ["full", "partial", "lora"],
-            "lora_rank": [4, 8],
-            "top_layers": {"low": 1, "high": 3},
-            "prompt_tokens": [8],
-        }
-    )
-    space = tune_space(cfg.search.space)
-    assert isinstance(space["method"], Categorical) and space["method"].categories == ["full", "partial", "lora"]
-    assert space["lora_rank"].categories == [4, 8]
-    assert isinstance(space["top_layers"], Integer) and (space["top_layers"].lower, space["top_layers"].upper) == (1, 4)
+            assert isinstance(dists[key], CategoricalDistribution) and list(dists[key].choices) == setting
+    # the draw uses the same distribution as importances rebuild
+    assert study.trials[0].distributions == dists
 
 
 def _at(groups, path):

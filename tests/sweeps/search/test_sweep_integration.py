@@ -82,6 +82,27 @@ def test_pruning_and_running_mean(sweep):
     assert best["deepspeed"]["zero_optimization"]["stage"] == 1
 
 
+def test_the_optuna_study_holds_pruned_trials_as_pruned_with_their_fold_scores(sweep, tiny_sweep):
+    """The searcher's saved study (what TPE learns from): fold scores as intermediate values at step = fold, a
+    scheduler-stopped trial PRUNED (not COMPLETE with a partial mean), a failed one FAIL."""
+    from optuna.trial import TrialState
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    from sweeps.search.searcher import make_searcher
+
+    summary, root = sweep
+    searcher = make_searcher(tiny_sweep[0])
+    SearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=1)).restore_from_dir(str(root / "tune"))
+    expected = {"completed": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+    for trial in summary["trials"]:
+        study_trial = searcher._ot_study.trials[searcher._ot_trials[trial["trial_id"]].number]
+        assert study_trial.state == expected[trial["state"]], trial
+        if trial["state"] != "failed":
+            assert study_trial.intermediate_values == dict(enumerate(trial["fold_scores"]))
+        if trial["state"] == "completed":
+            assert study_trial.value == pytest.approx(trial["mean"])
+
+
 def test_out_of_memory_fails_its_trial_once_and_the_sweep_goes_on(sweep):
     from sweeps.report.facts import report_facts
 

@@ -7,7 +7,7 @@ from ray.tune.experiment import Experiment
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
 from sweeps.config import load_config
-from sweeps.search.tuner import ResumedSearch, _searcher, _space, new_tuner, restore_tuner
+from sweeps.search.tuner import ResumedSearch, _searcher, new_tuner, restore_tuner
 from trainer.storage import filesystem
 
 
@@ -30,8 +30,8 @@ def _saved_search(cfg, directory) -> dict:
     """Run the search generator as Tune does for a new sweep (2 trials, 1 at a time), save it, and return the
     configs it proposed."""
     gen = SearchGenerator(ConcurrencyLimiter(_searcher(cfg), max_concurrent=1))
-    gen.set_search_properties(None, None, _space(cfg))
-    gen.add_configurations([Experiment("s", _trainable, num_samples=cfg.search.num_trials, config=_space(cfg))])
+    gen.set_search_properties(None, None, {})
+    gen.add_configurations([Experiment("s", _trainable, num_samples=cfg.search.num_trials, config={})])
     first = gen.next_trial()
     gen.on_trial_complete(first.trial_id, {"objective": 0.5})
     second = gen.next_trial()  # still running when the sweep stops
