@@ -192,6 +192,14 @@ class ScalingConfig(Group):
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts from the latest checkpoint before a fit fails"
     )
+    gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        le=4096,
+        allow_inf_nan=False,
+        description="Memory of each worker's GPU in GiB, for the pre-flight memory estimate (None: from the "
+        "cluster's accelerator_type; unknown: the estimate is shown, nothing is refused)",
+    )
 
     @field_validator("cpus_per_worker")
     @classmethod

@@ -46,6 +46,11 @@ def add_parser(subparsers) -> None:
     val.add_argument("overrides", nargs="*")
     val.add_argument("--address", help="also check worker counts against this running cluster")
     val.add_argument("--format", choices=["table", "json"], default="table")
+    val.add_argument(
+        "--explain-memory",
+        action="store_true",
+        help="also print the per-GPU memory estimate of the sweep's largest trial (component, GiB per GPU)",
+    )
     val.set_defaults(func=_validate)
 
     st = sub.add_parser("status", help="trials of a sweep, read from its storage")
@@ -84,9 +89,16 @@ def _run(args) -> int:
 
 
 def _validate(args) -> int:
+    from sweeps.preflight.memory import explain, memory_table
     from sweeps.preflight.validate import validate
 
-    report = validate(_load(args), address=args.address)
+    cfg = _load(args)
+    memory = explain(cfg) if args.explain_memory else None
+    if memory and args.format != "json":  # before the checks: a config that does not fit still shows why
+        print(memory_table(memory))
+    report = validate(cfg, address=args.address)
+    if memory:
+        report["memory"] = memory
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from sweeps.config import SweepConfig
-from sweeps.preflight.model import model_config, model_problems
+from sweeps.preflight.memory import count_parameters, memory_problems
+from sweeps.preflight.model import model_problems
 from sweeps.search.space import trial_values
 from zerotune.errors import ConfigError
 
@@ -39,6 +40,7 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int, model: 
     if model:
         problems += model_problems(cfg)
     problems += _offload_memory_problems(cfg, resources)
+    problems += memory_problems(cfg, resources)
     if problems:
         raise ConfigError(problems)
 
@@ -46,49 +48,6 @@ def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int, model: 
 # Host bytes per parameter that ZeRO-Offload keeps in CPU memory: fp32 weights, gradients and
 # Adam's two moments for the optimizer (16), the weights themselves for parameter offload (4).
 OFFLOAD_BYTES = {"optimizer": 16, "params": 4}
-
-
-def count_parameters(cfg: SweepConfig) -> int:
-    """About how many parameters the configured model has, from its config alone (no weights read).
-
-    A transformer estimate (embeddings + per-block attention and MLP): this check must answer in
-    seconds, and a memory budget needs the order of magnitude, not the last parameter. A config
-    without the sizes the estimate needs is built on the meta device instead.
-    """
-    c = model_config(cfg)
-    get = lambda *keys, default=None: next((getattr(c, k) for k in keys if getattr(c, k, None)), default)  # noqa: E731
-    h, layers = get("hidden_size", "n_embd", "d_model"), get("num_hidden_layers", "n_layer", "num_layers")
-    if not (h and layers):
-        from trainer.model import locate
-
-        return _count_on_meta(*locate(cfg.model), cfg.task)
-    inter = get("intermediate_size", "n_inner", default=4 * h)
-    heads = get("num_attention_heads", "n_head", default=1)
-    kv = h * get("num_key_value_heads", default=heads) // heads
-    gated = getattr(c, "model_type", None) in {
-        "llama",
-        "mistral",
-        "qwen2",
-        "qwen3",
-        "gemma",
-        "gemma2",
-        "phi3",
-        "mixtral",
-    }
-    block = 2 * h * h + 2 * h * kv + (3 if gated else 2) * h * inter
-    tied = getattr(c, "tie_word_embeddings", not gated)
-    return int(get("vocab_size", default=0) * h * (1 if tied else 2) + layers * block)
-
-
-def _count_on_meta(where: str, gguf: str | None, task: str) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
-    cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
-    with torch.device("meta"):
-        model = cls.from_config(config)
-    return sum(p.numel() for p in model.parameters())
 
 
 def _offload_memory_problems(cfg: SweepConfig, resources: dict | None) -> list:
