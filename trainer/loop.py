@@ -35,9 +35,9 @@ from trainer.checkpoint import ResumeState, Saved
 from trainer.ds_config import build_deepspeed_config
 from trainer.evaluate import evaluate
 from trainer.loss import training_loss
-from trainer.metrics import scalar_metrics
+from trainer.metrics import HOLDOUT, scalar_metrics
 from trainer.outcome import is_oom
-from trainer.progress import HOLDOUT, EpochResult, FoldProgress, TrainedEpoch, fit_rows
+from trainer.progress import EpochResult, FoldProgress, TrainedEpoch, fit_rows
 from trainer.records import Diverged, FoldRecord, OomRecord, StartMarker, rows_sha
 from trainer.spec import EpochReport, FitSpec
 from trainer.worker import (

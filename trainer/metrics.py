@@ -14,6 +14,8 @@ import numpy as np
 
 Direction = Literal["max", "min"]
 
+HOLDOUT = "holdout_"  # the prefix of a metric scored on the early-stopping holdout (train.early_stopping_holdout)
+
 
 @dataclass(frozen=True)
 class Metric:

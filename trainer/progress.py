@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.metrics import best_first, better, scalar_metrics
+from trainer.metrics import HOLDOUT, best_first, better, scalar_metrics
 from trainer.records import Diverged
 from trainer.spec import FitSpec
 
@@ -82,12 +82,10 @@ class FoldProgress:
         patience = spec.train.early_stopping_patience
         if not patience or len(self.history) <= patience:
             return False
-        scores = [h.get(selection_metric(spec), float("nan")) for h in self.history]
+        picks = selection_metric(spec)
+        scores = [h.get(picks, float("nan")) for h in self.history]
         best_at = min(range(len(scores)), key=lambda i: best_first(scores[i], spec.mode))
         return len(scores) - 1 - best_at >= patience
-
-
-HOLDOUT = "holdout_"  # the prefix of the early-stopping holdout's metrics in an epoch's metrics
 
 
 def selection_metric(spec: FitSpec) -> str:

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from trainer.progress import HOLDOUT, EpochResult, FoldProgress, TrainedEpoch, fit_rows
+from trainer.metrics import HOLDOUT
+from trainer.progress import EpochResult, FoldProgress, TrainedEpoch, fit_rows
 
 
 def _spec(patience=2, holdout=None, seed=0):
