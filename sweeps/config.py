@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sweeps.configfile import merge, parse_overrides, read_yaml
+from sweeps.lease import HEARTBEAT_S
 from sweeps.search.points import check_initial_points, typed_points
 
 # The `search.space` group is built from the one table of search dimensions (re-exported here).
@@ -104,10 +105,10 @@ class StorageConfig(Group):
     checkpoint_every_epoch: bool = Field(
         True, description="Save engine state each epoch so a restarted worker group resumes mid-fold"
     )
-    # At least two heartbeats (sweeps.lease.HEARTBEAT_S, 30 s): a live run is never taken over for one late write.
+    # At least two heartbeats: a live run is never taken over for one late write.
     lease_timeout_s: float = Field(
         300.0,
-        ge=60,
+        ge=2 * HEARTBEAT_S,
         description=(
             "Seconds without a heartbeat after which the run writing this sweep counts as dead and the next "
             "`sweep run` or `refit` of it takes over (a run whose process is gone from this host is taken over at once)"

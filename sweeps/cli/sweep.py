@@ -7,6 +7,7 @@ import json
 
 
 def add_parser(subparsers) -> None:
+    from sweeps.cli import EXIT_INTERRUPTED
     from sweeps.config import config_help
     from sweeps.search.resume import ALLOWED
 
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a sweep; running it again with the same name resumes it (finished trials are kept) with the "
         f"configuration it started with: only {', '.join(ALLOWED)} may change (num_trials only up). Ctrl+C stops it "
-        "(exit 130) with its running trials `interrupted`: the same command resumes them.",
+        f"(exit {EXIT_INTERRUPTED}) with its running trials `interrupted`: the same command resumes them.",
     )
     run.add_argument("config", help="sweep YAML file")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.num_trials=4")

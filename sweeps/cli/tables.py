@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from sweeps.layout import TrialState
 from trainer.metrics import METRICS, scalar_metrics
 
 
@@ -65,7 +66,8 @@ def sweep_table(summary: dict) -> str:
     ]
     out.append(table(rows, ["trial", "state", "folds", f"mean {metric}", "std", "time_s", "params"]))
     # A damaged record: say which file and why, since the row itself has nothing else to show.
-    out += [f"  {t['trial_id']} unreadable: {t['reason']}" for t in summary["trials"] if t["state"] == "unreadable"]
+    unreadable = [t for t in summary["trials"] if t["state"] == TrialState.UNREADABLE]
+    out += [f"  {t['trial_id']} unreadable: {t['reason']}" for t in unreadable]
     best = summary.get("best")
     if best:
         folds = ", ".join(_fmt(s) for s in best["fold_scores"])

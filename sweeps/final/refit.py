@@ -35,6 +35,18 @@ def refit(
     `data`: (examples, encoded) of the sweep that just ran (its own, already checked and tokenised); without it
     the data is read, checked against the sweep's fingerprint and tokenised. Returns what it writes to the
     refit's metrics.json."""
+    from sweeps import lease
+
+    started = time.time()
+    cfg, sd = _locate(sweep, storage)
+    # One writer per sweep: a refit inside `sweep run` shares that run's lease; a standalone one takes it.
+    with lease.hold(sd.uri, timeout_s=cfg.storage.lease_timeout_s):
+        return _refit(cfg, sd, started=started, address=address, worker_logs=worker_logs, data=data)
+
+
+def _refit(
+    cfg: SweepConfig, sd: SweepDir, *, started: float, address: str | None, worker_logs: bool, data: tuple | None
+) -> dict:
     from cluster.local import connect
     from sweeps.final.train import fit_split
     from sweeps.preflight.data import encode
@@ -43,8 +55,6 @@ def refit(
     from trainer.metrics import scalar_metrics
     from trainer.storage import read_json, write_json
 
-    started = time.time()
-    cfg, sd = _locate(sweep, storage)
     saved = read_json(sd.folds)
     test_rows = _test_rows(cfg, saved)
     best = _best_trial(sd, cfg)

@@ -138,13 +138,16 @@ def run_sweep(
                 progress=progress,
                 callbacks=callbacks,
             )
+        fit_started = time.monotonic()
         try:
             grid = tuner.fit()
         except Exception:
             raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
             raise
         raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
-        interrupted = ended_early(sweep, grid, cfg.search.num_trials)
+        budget = cfg.search.time_budget_s
+        budget_spent = budget is not None and time.monotonic() - fit_started >= budget
+        interrupted = ended_early(sweep, grid, cfg.search.num_trials, budget_spent=budget_spent)
         summary = collect(sweep.uri, cfg=cfg, grid=grid, wall_s=time.time() - started, interrupted=interrupted)
         summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
         summary["resumed"] = saved is not None
@@ -161,7 +164,8 @@ def run_sweep(
         return summary
 
 
-def ended_early(sweep: SweepDir, grid, num_trials: int) -> bool:
+def ended_early(sweep: SweepDir, grid, num_trials: int, *, budget_spent: bool = False) -> bool:
     """Tune returns normally when it is stopped (Ctrl+C, or the storage watch's SIGUSR1): the sweep has not ended
-    while Tune's saved state shows a trial it had not ended, or fewer trials than asked for were created."""
-    return bool(live_trials(sweep)) or len(grid) < num_trials
+    while Tune's saved state shows a trial it had not ended, or fewer trials than asked for were created (unless
+    search.time_budget_s was spent: then the searcher stopped proposing them, and the sweep ended)."""
+    return bool(live_trials(sweep)) or (len(grid) < num_trials and not budget_spent)
