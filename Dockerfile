@@ -52,10 +52,11 @@ want = None if b == 'cpu' else b[2:-1] + '.' + b[-1]; \
 assert cuda == want, f'torch {torch.__version__} is built for CUDA {cuda}, the image for {want}'"
 
 # Every other dependency from the lock: exact versions, every file's hash checked, no resolver.
-# deepspeed (sdist only on PyPI) is split off and built after the rest, against this torch.
+# deepspeed (sdist only on PyPI) is split off and built after the rest, against this torch; rouge-score
+# (sdist only, pure Python) is built from its hash-checked sdist with the wheels.
 COPY --chown=ray:users requirements.lock ./
 RUN awk '/^[a-z0-9]/ { ds = /^deepspeed==/ } { print > (ds ? "/tmp/deepspeed.lock" : "/tmp/wheels.lock") }' requirements.lock \
-    && pip install --no-deps --require-hashes --only-binary :all: -r /tmp/wheels.lock
+    && pip install --no-deps --require-hashes --only-binary :all: --no-binary rouge-score -r /tmp/wheels.lock
 RUN prebuild="${DS_PREBUILD:-$(python -c 'import torch; print(int(torch.version.cuda is not None))')}" \
     && if [ "$prebuild" = 1 ] && ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then \
          echo "DS_PREBUILD=1 needs nvcc (a CUDA devel base image); pass --build-arg DS_PREBUILD=0 to JIT-compile in pods" >&2; \

@@ -105,3 +105,24 @@ def free_resources() -> dict:
     import ray
 
     return ray.available_resources()
+
+
+def cluster_capacity():
+    """The connected cluster's ceiling (cluster.capacity): the autoscaler's node types, else the RayCluster where the
+    Kubernetes API lets this pod read it, else the live nodes."""
+    from cluster.capacity import ceiling
+
+    return ceiling(raycluster=_raycluster if os.environ.get("KUBERNETES_SERVICE_HOST") else None)
+
+
+def _raycluster() -> dict:
+    """This pod's RayCluster (KubeRay names it in RAY_CLUSTER_NAME; the namespace is the service account's)."""
+    from cluster.kube import DEFAULT_NAME, DEFAULT_NAMESPACE, connect, get_raycluster
+
+    namespace = DEFAULT_NAMESPACE
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            namespace = f.read().strip() or namespace
+    except OSError:
+        pass
+    return get_raycluster(api=connect(), name=os.environ.get("RAY_CLUSTER_NAME", DEFAULT_NAME), namespace=namespace)

@@ -9,6 +9,7 @@ deletion). So scaling goes through `minReplicas`, and scaling down names the pod
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from cluster.kube import DEFAULT_NAME, DEFAULT_NAMESPACE, _meta, get_raycluster, list_pods, patch_raycluster, summarize
 from zerotune.errors import ClusterError
@@ -148,3 +149,20 @@ def scale_workers(
         plan.pop("ops"), api=api, what="patch the RayCluster's worker group", name=name, namespace=namespace
     )
     return {"name": name, "namespace": namespace, **plan}
+
+
+@contextmanager
+def requested(bundles: list[dict], *, autoscaling: bool):
+    """Ask the autoscaler for `bundles` at once (one per worker of each trial that may run at the same time), so that
+    nodes start while the first trial is placed instead of one trial's worth at a time; withdraw the request however
+    the block ends, so that idle nodes can go. Without an autoscaler there is nothing to ask."""
+    from ray.autoscaler.sdk import request_resources
+
+    if not (autoscaling and bundles):
+        yield
+        return
+    request_resources(bundles=bundles)
+    try:
+        yield
+    finally:
+        request_resources(bundles=[])

@@ -19,6 +19,7 @@ from sweeps.search.points import check_initial_points, typed_points
 # The `search.space` group is built from the one table of search dimensions (re-exported here).
 from sweeps.search.settings import LIST, RANGE, FloatRange, IntRange, SpaceConfig, apply_problems
 from sweeps.search.space import grid_points, trial_values
+from sweeps.search.study import study_storage_problems
 from trainer.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -84,6 +85,11 @@ class SearchConfig(Group):
         allow_inf_nan=False,
         description="Seconds after this run's first trial after which no new trial starts; running trials finish "
         "and are scored (not Tune's time_budget_s, which stops them). A resumed run starts a fresh budget",
+    )
+    study_storage: str | None = Field(
+        None,
+        description="The Optuna study's SQLAlchemy URL (postgresql://HOST/DB, no password: PGPASSWORD, ~/.pgpass); "
+        "unset: study.db under the sweep (on object storage or a network volume: uploaded there after each trial)",
     )
 
     @field_validator("initial_points")
@@ -233,6 +239,25 @@ def load_config(
     return cfg
 
 
+def _generation_problems(cfg: SweepConfig) -> list[tuple[str, str, str]]:
+    """train.generate_eval generates from prompts: causal-lm rows whose loss mask leaves a prompt out."""
+    from trainer.metrics import GENERATION
+
+    if cfg.metric in GENERATION and not cfg.train.generate_eval:
+        return [("search.metric", f"{cfg.metric} is computed by generation only", "set train.generate_eval: true")]
+    instruction = cfg.data.prompt_column or cfg.data.format in ("chat", "alpaca")
+    if cfg.train.generate_eval and (cfg.task != "causal-lm" or not instruction):
+        return [
+            (
+                "train.generate_eval",
+                "generation needs causal-lm instruction data, whose prompts it continues",
+                "use task causal-lm with data.prompt_column + response_column (or a chat/alpaca data format), "
+                "or turn generate_eval off",
+            )
+        ]
+    return []
+
+
 def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
     """Rules that span groups, each naming the field to change."""
     problems = []
@@ -247,6 +272,7 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
                 "set both, or neither for plain text",
             )
         )
+    problems += _generation_problems(cfg)
     if cfg.deepspeed.precision in {"fp16", "bf16"} and not cfg.scaling.use_gpu:
         problems.append(
             (
@@ -297,6 +323,7 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
     for field, uri in (("storage.path", cfg.storage.path), ("data.path", cfg.data.path)):
         if _has_credentials(uri):  # the message must not repeat them: it lands in logs and job entrypoints
             problems.append((field, "the URI carries credentials (user:secret@)", CREDENTIALS_FIX))
+    problems += study_storage_problems(cfg.search.study_storage)
     if cfg.deepspeed.offload_params and set(trial_values(cfg, "zero_stage").values) != {3}:
         problems.append(
             (

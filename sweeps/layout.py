@@ -4,7 +4,9 @@
     folds.json               the folds and the held-out test rows (made once), with the data's fingerprint
     data.json                rows, dropped rows, label names, the trivial baseline
     summary.json             the sweep's summary (sweeps.results.collect)
+    pending.json             trials waiting for resources and what they wait for (sweeps.search.pending; refreshed)
     tune/                    Ray Tune's experiment state (resume)
+    study.db                 the Optuna study (SQLite; sweeps.search.study: unless search.study_storage)
     trials/<id>/params.json  Params: the trial's sampled values and when it started
     trials/<id>/records/     the trial's fit records (trainer.records)
     trials/<id>/fit/         Ray Train's run directory (checkpoints)
@@ -105,7 +107,9 @@ class SweepDir:
         self.folds = join(uri, "folds.json")
         self.data = join(uri, "data.json")
         self.summary = join(uri, "summary.json")
+        self.pending = join(uri, "pending.json")
         self.tune = join(uri, "tune")
+        self.study = join(uri, "study.db")
         self.trials = join(uri, "trials")
         self.refit = join(uri, "refit")
         self.refit_latest = join(self.refit, "latest.json")

@@ -210,9 +210,9 @@ def _refused(sweep: SweepDir, holder: Claim, now: float, timeout_s: float) -> St
 
 
 def _delete(path: str, *, why: str) -> None:
-    if not exists(path):
-        return
     try:
+        if not exists(path):
+            return
         fs, inner = filesystem(path)
         fs.delete_file(inner)
     except (StorageError, OSError) as exc:  # deleted meanwhile, or read-only storage: the next run takes it over

@@ -44,6 +44,18 @@ def keyword_csv(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """ONE real S3-protocol server (moto's) on localhost for the session, with an empty bucket: tests take their
+    own prefix (`s3_server.uri(...)`) and set `s3_server.env` where pyarrow or a subprocess must find it.
+    `.endpoint`, `.bucket`; `.stop()` then `.start()` is an outage on the same port that keeps the objects."""
+    from s3_server import start_s3_server
+
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def ray_local():
     """A local Ray cluster (2 CPUs for workers + 1 for trial drivers), shut down after the test."""
@@ -166,10 +178,13 @@ def trainer_ray(fault_markers, extensions_dir):
     from cluster.local import connect
 
     # Workers inherit the environment of the Ray instance, so the faults are set before it starts; they
-    # fire only in fits whose records path contains "/restart/" (the fault test's fit), once each.
+    # fire only in fits whose records path contains "/restart/" (the fault tests' fits), once each. Step 20 of
+    # epoch 0 is beyond the classifier's epochs (12 steps): only the step-checkpoint fit
+    # (tests/trainer/test_steps_integration.py) gets there.
+    kills = [f"0:2:3:{fault_markers / 'killed'}", f"0:0:20:{fault_markers / 'killed-mid-epoch'}"]
     faults = {
         "ZEROTUNE_FAULT_ONLY": "/restart/",
-        "ZEROTUNE_FAULT_KILL_AT": f"0:2:3:{fault_markers / 'killed'}",  # mid epoch 2
+        "ZEROTUNE_FAULT_KILL_AT": ",".join(kills),  # mid epoch 2; mid epoch 0
         "TORCH_EXTENSIONS_DIR": str(extensions_dir),
     }
     os.environ.update(faults)

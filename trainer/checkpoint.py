@@ -2,7 +2,9 @@
 
 A checkpoint holds the DeepSpeed engine (`engine/`, when saved), one manifest per rank of the engine files that
 rank wrote (`engine-rank<r>.json`: names and sizes), and `state.json`: which fold and epoch it belongs to, the
-folds finished so far, the fold's history and how often it was resumed. Ray Train keeps the last two
+folds finished so far, the fold's history and how often it was resumed; a mid-epoch checkpoint
+(train.checkpoint_every_steps) also the epoch so far (`partial`: its micro-batches' losses, times and tokens), so
+that a restart continues that epoch at its next micro-batch, in the same seeded row order. Ray Train keeps the last two
 (trainer.launch) and hands a restarted worker the latest; a latest that is damaged (its `state.json` unreadable,
 or engine files missing or shorter than their manifest says) is passed over for the one before it.
 """
@@ -28,7 +30,8 @@ MANIFEST = "engine-rank{rank}.json"
 
 @dataclass(frozen=True)
 class Saved:
-    """What `state.json` says: the epoch a checkpoint was taken after, and the fit's progress then."""
+    """What `state.json` says: the epoch a checkpoint was taken after (or in, when `partial`), and the fit's
+    progress then."""
 
     fit: int  # which of the worker group's fits (trainer.launch.Fit) it belongs to
     fold: int
@@ -38,6 +41,8 @@ class Saved:
     history: tuple[dict, ...]  # this fold's epochs so far
     resumes: int  # restarts of this fold so far
     ranks: int | None = None  # ranks that wrote an engine manifest (None: written before manifests)
+    step_losses: tuple[tuple[float, ...], ...] = ()  # this fold's epochs so far: each micro-batch's loss
+    partial: dict | None = None  # taken inside `epoch`: trainer.progress.TrainedEpoch.to_json() of its steps done
 
     def to_json(self) -> dict:
         return {
@@ -49,6 +54,8 @@ class Saved:
             "history": list(self.history),
             "resumes": self.resumes,
             "ranks": self.ranks,
+            "step_losses": [list(e) for e in self.step_losses],
+            "partial": self.partial,
         }
 
     @classmethod
@@ -62,6 +69,8 @@ class Saved:
             history=tuple(data["history"]),
             resumes=data.get("resumes", 0),
             ranks=data.get("ranks"),
+            step_losses=tuple(tuple(e) for e in data.get("step_losses", ())),
+            partial=data.get("partial"),
         )
 
 
@@ -73,12 +82,14 @@ class ResumeState:
 
     fit: int = 0
     folds: tuple[FoldRecord, ...] = ()
-    fold: int | None = None  # the fold whose engine was saved after `epoch`
+    fold: int | None = None  # the fold whose engine was saved after `epoch` (in it, when `partial`)
     epoch: int | None = None
     checkpoint: object | None = None  # the Ray Train checkpoint whose engine a mid-fold resume loads
     history: tuple[dict, ...] = ()
     resumes: int = 0
     restarts_fold: int | None = None  # the fold a restart begins from scratch (its engine was not saved)
+    step_losses: tuple[tuple[float, ...], ...] = ()
+    partial: dict | None = None  # Saved.partial: resume inside `epoch`
 
     def resumes_of(self, fold: int) -> int:
         """How often `fold` was restarted (0: this is its first run)."""
@@ -181,6 +192,8 @@ def _resume_state(saved: Saved, checkpoint) -> ResumeState | None:
         checkpoint=checkpoint,
         history=saved.history,
         resumes=saved.resumes + 1,
+        step_losses=saved.step_losses,
+        partial=saved.partial,
     )
 
 
@@ -233,6 +246,8 @@ def report(metrics: dict, *, engine, saved: Saved, rank: int, final: bool = Fals
         if rank == 0:
             Path(tmp, STATE).write_text(json.dumps(saved.to_json(), default=float))
         name = f"{PREFIX}{time.time_ns()}_f{saved.fold:02d}_" + ("final" if final else f"e{saved.epoch:03d}")
+        if saved.partial is not None:
+            name += f"_s{len(saved.partial['losses']):06d}"
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
 

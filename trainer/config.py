@@ -24,17 +24,35 @@ class Group(BaseModel):
 Method = Literal["full", "partial", "lora", "prompt-tuning"]
 
 
+# LoRA target presets (model.lora.target_modules): module names per preset; None: PEFT's own name for it.
+LORA_PRESETS: dict[str, tuple[str, ...] | None] = {
+    "all-linear": None,
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "attention+mlp": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
 class LoraConfig(Group):
     rank: int = Field(8, ge=1, le=1024, description="LoRA rank r of the low-rank update")
     alpha: float = Field(
         16.0, gt=0, allow_inf_nan=False, description="LoRA scaling alpha (the update is scaled by alpha / rank)"
     )
     dropout: float = Field(0.05, ge=0.0, lt=1.0, allow_inf_nan=False, description="Dropout on the LoRA branch")
-    target_modules: list[str] | None = Field(
+    target_modules: list[str] | str | None = Field(
         None,
-        min_length=1,
-        description="Module names to adapt; None: PEFT's default for the architecture (BERT: query, value)",
+        description="Module names to adapt, or a preset: all-linear (PEFT's: every Linear but the output head), "
+        "attention (q_proj, k_proj, v_proj, o_proj), attention+mlp (those + gate_proj, up_proj, down_proj: "
+        "Llama/Qwen/Mistral-style models); None: PEFT's default for the architecture (BERT: query, value)",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_preset(cls, value):
+        if isinstance(value, str) and value not in LORA_PRESETS:
+            raise ValueError(f"unknown preset {value!r}; use one of {list(LORA_PRESETS)} or a list of module names")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list adapts nothing; name modules, a preset, or leave it unset")
+        return value
 
 
 class ModelConfig(Group):
@@ -75,11 +93,37 @@ class ModelConfig(Group):
         "adapter + head), auto (merged for lora, adapter for prompt-tuning)",
     )
 
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        "sdpa",
+        description="Attention kernel: sdpa (torch's fused attention), flash_attention_2 (GPU only, needs the "
+        "flash_attn package on every worker; it could not be installed or exercised where zerotune was tested), "
+        "eager (the model's plain attention: keeps the score matrix, the most memory)",
+    )
+    torch_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="dtype the weights are loaded in; auto follows deepspeed.precision (bf16 weights under bf16, "
+        "fp16 under fp16, fp32 on CPU/fp32). DeepSpeed keeps fp32 master copies in its optimizer either way",
+    )
+    quantization: Literal["none", "4bit"] = Field(
+        "none",
+        description="4bit: QLoRA-style frozen base in bitsandbytes NF4 (bf16 compute), LoRA adapters trained; "
+        "method lora on GPUs with bitsandbytes, ZeRO 0-2 without parameter offload (not exercised where zerotune "
+        "was tested: no GPU)",
+    )
+    export_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the exported weights (merged LoRA included); auto: the training dtype"
+    )
+
     @model_validator(mode="after")
     def _method_export(self):
         if self.method == "prompt-tuning" and self.export_format == "merged":
             raise ValueError("prompt-tuning cannot be merged into the model; set model.export_format: adapter or auto")
+        if self.quantization != "none" and self.method != "lora":
+            raise ValueError("a 4-bit base cannot be trained itself; set model.method: lora or quantization: none")
         return self
+
+
+DataFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets", "chatterbot", "hub", "chat", "alpaca"]
 
 
 class DataConfig(Group):
@@ -89,8 +133,14 @@ class DataConfig(Group):
         "or 'pkg:chatterbot_corpus/data/english' (with format: chatterbot). CSV/TSV cells are read as written: "
         "only an empty cell is missing ('NA', 'null', 'nan', 'None' are text or a class like any other)",
     )
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets", "chatterbot", "hub"] = Field(
-        "auto", description="File format; auto picks by extension (directory: datasets)"
+    format: DataFormat = Field(
+        "auto",
+        description="How rows are read; auto picks the file format by extension (directory: datasets). causal-lm "
+        "instruction data: chat (a messages_column of [{role, content}, ...] turns, roles system/user/assistant; "
+        "ShareGPT's [{from, value}] with human/gpt is accepted) or alpaca (instruction, optional input, output "
+        "columns: one user turn, one assistant turn); their files are JSONL, Parquet or a datasets directory "
+        "(picked by extension; CSV/TSV cells holding JSON also work), rendered with the chat template (see "
+        "chat_template) and trained on the assistant turns only",
     )
     text_column: str = Field("text", description="Column with the input text (plain text for causal-lm)")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs)")
@@ -111,14 +161,41 @@ class DataConfig(Group):
     )
     max_rows: int | None = Field(None, ge=2, description="Seeded random subsample of this many rows (quick runs)")
     dedupe: bool = Field(False, description="Drop duplicate rows (same text and label) before splitting")
-    normalize: bool = Field(True, description="Unicode NFKC and whitespace normalisation; drops empty texts")
+    normalize: bool = Field(
+        True,
+        description="Unicode NFKC and whitespace normalisation; drops empty texts (chat/alpaca turns: NFKC and "
+        "trimmed ends only, their line breaks are kept)",
+    )
+    messages_column: str = Field("messages", description="format chat: the column holding each row's turns")
+    chat_template: str | None = Field(
+        None,
+        description="format chat/alpaca: a named template (chatml) or a Jinja chat template, used instead of the "
+        "tokenizer's own; None: the tokenizer's (a tokenizer without one is refused before the sweep starts)",
+    )
+    packing: bool = Field(
+        False,
+        description="causal-lm: train on sequences of whole examples concatenated up to model.max_length (best-fit "
+        "decreasing, repacked each epoch), position ids restarting and attention not crossing at each example; "
+        "train.batch_size then counts packed sequences. Evaluation stays one example per sequence",
+    )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        from trainer.chat import TEMPLATES, is_jinja
+
+        if value is not None and value not in TEMPLATES and not is_jinja(value):
+            raise ValueError(f"unknown template {value!r}; use one of {sorted(TEMPLATES)} or a Jinja chat template")
+        return value
 
     def columns(self, task: Task) -> dict[str, str]:
         """The columns `task` reads, by the field that names them: the text (the prompt in causal-lm), the pair,
-        the response (causal-lm) or the label (the other tasks), the group."""
+        the response (causal-lm) or the label (the other tasks), the group; chat: the messages, the group."""
         text = "prompt_column" if task == "causal-lm" and self.prompt_column else "text_column"
         target = "response_column" if task == "causal-lm" else "label_column"
         names = (text, "text_pair_column", target, "group_column")
+        if self.format in ("chat", "alpaca"):  # turns, not texts: alpaca's fixed columns are checked where read
+            names = ("messages_column", "group_column") if self.format == "chat" else ("group_column",)
         return {f"data.{name}": getattr(self, name) for name in names if getattr(self, name)}
 
 
@@ -158,6 +235,29 @@ class TrainConfig(Group):
     )
     eval_batch_size: int = Field(64, ge=1, description="Batch size for evaluation")
     eval_before: bool = Field(False, description="Also evaluate once before training (recorded as `before`)")
+    generate_eval: bool = Field(
+        False,
+        description="causal-lm instruction data (a prompt masked out of the loss): after each epoch also generate "
+        "greedily from the validation rows' prompts and score exact match and ROUGE-L against their responses",
+    )
+    generate_max_new_tokens: int = Field(64, ge=1, le=8192, description="generate_eval: tokens generated per row")
+    generate_max_rows: int | None = Field(
+        None, ge=1, description="generate_eval: generate for the fold's first this many validation rows (None: all)"
+    )
+    generate_samples: int = Field(
+        5, ge=0, le=100, description="generate_eval: (prompt, reference, generated) samples kept in the fold record"
+    )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Also checkpoint every this many optimizer steps inside an epoch (an LLM epoch can take hours): "
+        "a restarted worker group resumes at that step, in the same row order; None: at epoch ends only",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them: "
+        "less activation memory for about a third more compute",
+    )
 
 
 class DeepSpeedConfig(Group):
@@ -191,6 +291,12 @@ class ScalingConfig(Group):
     )
     max_failures: int = Field(
         2, ge=0, description="Worker-group restarts from the latest checkpoint before a fit fails"
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="How a fit's workers are placed on nodes (Ray placement group strategy): PACK fills few nodes "
+        "(fast all-reduce), SPREAD spreads them where it can, STRICT_SPREAD puts each worker on its own node, "
+        "STRICT_PACK all on one node",
     )
     gpu_memory_gb: float | None = Field(
         None,

@@ -6,15 +6,18 @@ The driver calls `load_examples` and `tokenize` once per sweep; the result
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trainer.chat import TURNS, answer_start, causal_lm_rows, chat_texts, read_chatterbot
 from trainer.config import DataConfig, Task
 from zerotune.errors import DataError
 
@@ -38,46 +41,31 @@ def resolve_path(path: str) -> str:
     package, _, sub = path[4:].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            [
-                (
-                    "path",
-                    f"package {package!r} is not installed",
-                    f"pip install {package.replace('_', '-')} (or the 'demo' extra)",
-                )
-            ]
-        )
+        fix = f"pip install {package.replace('_', '-')} (or the 'demo' extra)"
+        raise problem("path", f"package {package!r} is not installed", fix)
     return str(Path(list(spec.submodule_search_locations)[0]) / sub)
-
-
-def _read_chatterbot(directory: Path) -> pd.DataFrame:
-    """chatterbot-corpus YAML files: one row per dialogue, its first two turns and its topic."""
-    import pandas as pd
-    import yaml
-
-    rows = []
-    for file in sorted(directory.glob("*.yml")):
-        doc = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        for convo in doc.get("conversations") or []:
-            turns = [str(t) for t in convo if t is not None]
-            if not turns:
-                continue
-            rows.append({"text": turns[0], "response": turns[1] if len(turns) > 1 else "", "topic": file.stem})
-    return pd.DataFrame(rows, columns=["text", "response", "topic"])
 
 
 def read_table(cfg: DataConfig) -> pd.DataFrame:
     import pandas as pd
 
+    if "://" in cfg.path:  # object storage (s3://, gs://): the readers below take a local copy, named as the URI
+        from trainer.storage import local_copy
+
+        with local_copy(cfg.path, field="data.path") as local:
+            try:
+                return read_table(cfg.model_copy(update={"path": local}))
+            except DataError as exc:
+                raise DataError([(f, why.replace(local, cfg.path), fix) for f, why, fix in exc.problems]) from None
     field_ = "data.path"
     location = resolve_path(cfg.path)
     path = Path(location)
     fmt = cfg.format
-    if fmt == "auto":
+    if fmt in ("auto", "chat", "alpaca"):  # chat and alpaca say what the rows hold; the file says how it is stored
         suffix = path.suffix.lower()
         fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
         if fmt is None and path.is_dir():
-            fmt = "chatterbot" if any(path.glob("*.yml")) else "datasets"
+            fmt = "chatterbot" if any(path.glob("*.yml")) and cfg.format == "auto" else "datasets"
         if fmt is None and not path.exists():
             raise problem(
                 field_,
@@ -100,7 +88,7 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
         elif fmt == "parquet":
             df = pd.read_parquet(path)
         elif fmt == "chatterbot":
-            df = _read_chatterbot(path)
+            df = read_chatterbot(path)
         elif fmt == "datasets":
             import datasets
 
@@ -159,13 +147,14 @@ def _text_header(path: Path, fmt: str) -> list[str]:
 class Examples:
     """Rows ready to tokenize; `labels` are ids (classification) or floats (regression)."""
 
-    texts: list[str]
+    texts: list[str]  # chat/alpaca: each row's turns as JSON
     pairs: list[str] | None = None
     responses: list[str] | None = None
     labels: np.ndarray | None = None
     label_names: list[str] | None = None
     groups: np.ndarray | None = None
     dropped: dict[str, int] = field(default_factory=dict)
+    turns: list[list[dict[str, str]]] | None = None  # chat/alpaca: each row's [{role, content}, ...]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -187,6 +176,9 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
     None/NaN) is an error naming the column (guessing either would change what is measured), and so is a
     regression target that is not a finite float32. Rows left: none is an error naming what dropped them."""
     needed = cfg.columns(task)
+    chat = cfg.format in ("chat", "alpaca")
+    if chat and task != "causal-lm":
+        raise problem("data.format", f"{cfg.format} rows are instruction data for causal-lm", "set task: causal-lm")
     if task != "causal-lm" and not cfg.label_column:
         raise problem("data.label_column", f"{task} needs a label column", "set data.label_column")
     missing = [
@@ -197,13 +189,16 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
     if missing:
         raise DataError(missing)
 
-    text_col = needed.get("data.prompt_column") or cfg.text_column
+    text_col = TURNS if chat else needed.get("data.prompt_column") or cfg.text_column
     label_col = cfg.label_column if task != "causal-lm" else None
     dropped: dict[str, int] = {}
     if cfg.max_rows and len(df) > cfg.max_rows:
         df = df.sample(n=cfg.max_rows, random_state=seed).sort_index()
     df = df.copy()
-    for col in {text_col, cfg.text_pair_column, cfg.response_column} - {None}:
+    if chat:
+        df[TURNS] = chat_texts(df, cfg)
+        df = _drop(df, df[TURNS].str.len() == 0, "no assistant turn", dropped)
+    for col in {text_col, cfg.text_pair_column, cfg.response_column} - {None, TURNS}:
         df[col] = [_clean(v, cfg.normalize) for v in df[col]]
     df = _drop(df, df[text_col].str.len() == 0, "empty text", dropped)
     for field_, col in (("data.label_column", label_col), ("data.group_column", cfg.group_column)):
@@ -247,17 +242,19 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
     return Examples(
         texts=list(df[text_col]),
         pairs=list(df[cfg.text_pair_column]) if cfg.text_pair_column else None,
-        responses=list(df[cfg.response_column]) if task == "causal-lm" and cfg.response_column else None,
+        responses=list(df[cfg.response_column]) if task == "causal-lm" and cfg.response_column and not chat else None,
         labels=labels,
         label_names=label_names,
         groups=groups,
         dropped=dropped,
+        turns=[json.loads(t) for t in df[TURNS]] if chat else None,
     )
 
 
 # Which field to change when dropping rows for this reason left none.
 _DROP_FIELD = {
     "empty text": "data.text_column",
+    "no assistant turn": "data.messages_column",
     "duplicates": "data.dedupe",
     "rare classes": "data.rare_classes",
 }
@@ -309,11 +306,12 @@ def _targets(values, column: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Tokenized rows: ragged int32 id arrays, loss masks for causal-lm, and targets."""
+    """Tokenized rows: ragged int32 id arrays, their loss masks (causal-lm) or targets, and how training batches."""
 
     input_ids: list[np.ndarray]
     labels: np.ndarray | None  # class ids / float targets; None for causal-lm
-    loss_start: np.ndarray | None  # causal-lm: first position that counts in the loss
+    # causal-lm: per row, the tokens the loss is on (a response, an assistant turn, all of a plain text); None else
+    loss_mask: list[np.ndarray] | None
     pad_id: int
     label_names: list[str] | None
     # Sentence pairs (data.text_pair_column): each row is text + pair, and `zerotune predict` must be given both.
@@ -321,44 +319,49 @@ class Encoded:
     # Pairs, where the model takes segment ids (BERT): 0 for the text, 1 for the pair. Training without them would
     # teach the model one segment while `zerotune predict` (the tokenizer's full output) feeds it two.
     type_ids: list[np.ndarray] | None = None
+    pack_to: int | None = None  # data.packing: training sequences are rows packed up to this many tokens
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @cached_property
+    def loss_start(self) -> np.ndarray | None:
+        """causal-lm: per row, where its last stretch of loss tokens starts (the answer its prompt asks for: the
+        response, or the last assistant turn); None for the other tasks. What generation continues from."""
+        if self.loss_mask is None:
+            return None
+        return np.array([answer_start(m) for m in self.loss_mask], dtype=np.int32)
 
-def tokenize(examples: Examples, tokenizer, task: Task, max_length: int) -> Encoded:
-    """Tokenize every row once; batches are padded later, per batch."""
-    type_ids = None
+
+def tokenize(
+    examples: Examples,
+    tokenizer,
+    task: Task,
+    max_length: int,
+    *,
+    chat_template: str | None = None,
+    packing: bool = False,
+) -> Encoded:
+    """Tokenize every row once; batches are padded (or packed) later, per batch."""
+    type_ids = masks = labels = None
     if task == "causal-lm":
-        eos = tokenizer.eos_token or ""
-        if examples.responses is not None:
-            prompts = [t + "\n" for t in examples.texts]
-            full = [p + r + eos for p, r in zip(prompts, examples.responses, strict=True)]
-            starts = np.array(
-                [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]], dtype=np.int32
-            )
-        else:
-            full = [t + eos for t in examples.texts]
-            starts = np.zeros(len(full), dtype=np.int32)
-        ids = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-        starts = np.minimum(starts, np.array([max(len(i) - 1, 0) for i in ids], dtype=np.int32))
-        labels = None
+        ids, masks = causal_lm_rows(examples, tokenizer, max_length, chat_template)
     else:
         out = tokenizer(examples.texts, examples.pairs, truncation=True, max_length=max_length)
         ids = out["input_ids"]
         if examples.pairs is not None and "token_type_ids" in tokenizer.model_input_names:
             type_ids = [np.asarray(t, dtype=np.int8) for t in out["token_type_ids"]]
-        starts = None
         labels = examples.labels
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return Encoded(
         input_ids=[np.asarray(i, dtype=np.int32) for i in ids],
         labels=labels,
-        loss_start=starts,
+        loss_mask=masks,
         pad_id=int(pad),
         label_names=examples.label_names,
         paired=examples.pairs is not None,
         type_ids=type_ids,
+        pack_to=max_length if packing else None,
     )
 
 
@@ -380,11 +383,11 @@ def collate(encoded: Encoded, rows: np.ndarray, task: Task) -> dict[str, torch.T
             types[j, : len(seqs[j])] = torch.from_numpy(encoded.type_ids[row].astype(np.int64))
         batch["token_type_ids"] = types
     if task == "causal-lm":
-        labels = ids.clone()
-        labels[mask == 0] = -100
+        counted = torch.zeros((len(seqs), width), dtype=torch.bool)
         for j, row in enumerate(rows):
-            labels[j, : int(encoded.loss_start[row])] = -100
-        batch["labels"] = labels
+            # The masks arrive read-only from Ray's object store; a copy keeps torch from warning about it.
+            counted[j, : len(seqs[j])] = torch.from_numpy(encoded.loss_mask[row].copy())
+        batch["labels"] = ids.masked_fill(~counted, -100)
     elif task == "regression":
         batch["labels"] = torch.as_tensor(encoded.labels[rows], dtype=torch.float32)
     else:

@@ -114,6 +114,11 @@ def build_deepspeed_config(
         "steps_per_print": 10**9,  # progress is ours; DeepSpeed's own logging would repeat it per rank
         "wall_clock_breakdown": False,
     }
+    if precision == "bf16" and ds.zero_stage > 0:
+        # DeepSpeed keeps fp32 master weights under every bf16 stage (ZeRO 0: FP16_(Unfused)Optimizer's fp32 groups;
+        # 1-3: the ZeRO optimizers' fp32 partitions) but accumulates gradients in bf16 unless told otherwise: fp32
+        # accumulation (ZeRO 1: BF16_Optimizer) keeps micro-batch sums exact. ZeRO 0 refuses the mix.
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
     if ds.offload_optimizer and device == "cpu":
         config["zero_force_ds_cpu_optimizer"] = True
     if train.optimizer != "adamw" and ds.zero_stage > 0:

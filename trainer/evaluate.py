@@ -1,7 +1,8 @@
 """Evaluate an engine on a fold's validation rows: each rank scores its shard, results are gathered.
 
 Shards are padded with dummy forwards so every rank runs the same number of forwards (ZeRO-3 gathers
-parameters collectively inside each one).
+parameters collectively inside each one). Causal-LM instruction data is also scored by generation when
+train.generate_eval is on (trainer.generate, over the same shards).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ def evaluate(w: Worker, engine, val_rows: np.ndarray) -> dict:
     try:
         with torch.no_grad():
             if w.spec.task == "causal-lm":
-                return _causal_lm(w, engine, val_rows)
+                metrics = _causal_lm(w, engine, val_rows)
+                if w.spec.train.generate_eval:
+                    metrics.update(_generated(w, engine, val_rows))
+                return metrics
             return _scored(w, *_logits(w, engine, val_rows))
     finally:
         engine.train()
 
 
-def _shard_batches(w: Worker, val_rows: np.ndarray):
+def shard_batches(w: Worker, val_rows: np.ndarray):
     """(rows, real) per batch of this rank's shard; `real` False for a dummy batch that keeps ranks in step."""
     mine = val_rows[w.rank :: w.world]
     bs = w.spec.train.eval_batch_size
@@ -43,7 +47,7 @@ def _causal_lm(w: Worker, engine, val_rows: np.ndarray) -> dict:
     import torch.distributed as dist
 
     loss_sum, tokens = 0.0, 0
-    for rows, real in _shard_batches(w, val_rows):
+    for rows, real in shard_batches(w, val_rows):
         inputs = w.inputs(rows)
         out = engine(**inputs)
         if not real:
@@ -61,12 +65,20 @@ def _causal_lm(w: Worker, engine, val_rows: np.ndarray) -> dict:
     return causal_lm_metrics(float(totals[0]), int(totals[1]))
 
 
+def _generated(w: Worker, engine, val_rows: np.ndarray) -> dict:
+    from trainer.generate import generate_eval
+    from trainer.model import load_tokenizer
+
+    capped = val_rows[: w.spec.train.generate_max_rows] if w.spec.train.generate_max_rows else val_rows
+    return generate_eval(w, engine, shard_batches(w, capped), load_tokenizer(w.spec.model))
+
+
 def _logits(w: Worker, engine, val_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row ids, logits) of every validation row, gathered from all ranks, in row order."""
     import torch.distributed as dist
 
     outputs, rows_seen = [], []
-    for rows, real in _shard_batches(w, val_rows):
+    for rows, real in shard_batches(w, val_rows):
         out = engine(**w.inputs(rows))
         if real:
             outputs.append(out.logits.float().cpu().numpy())

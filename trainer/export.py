@@ -69,11 +69,11 @@ def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, best: di
         return
     with tempfile.TemporaryDirectory(prefix="zt-export-") as tmp:
         out = Path(tmp)
-        fmt = export_format(spec.model)
+        fmt, dtype = export_format(spec.model), export_dtype(spec.model, engine.module)
         if fmt == "full":
-            engine.module.save_pretrained(out, state_dict=snap["state"], safe_serialization=True)
+            save_full(engine.module, snap["state"], out=out, dtype=dtype)
         else:
-            save_peft(snap["state"], spec=spec, label_names=encoded.label_names, out=out, fmt=fmt)
+            save_peft(snap["state"], spec=spec, label_names=encoded.label_names, out=out, fmt=fmt, dtype=dtype)
         load_tokenizer(spec.model).save_pretrained(out)
         if encoded.label_names is not None:
             (out / "labels.json").write_text(json.dumps({"labels": encoded.label_names}, indent=2))
@@ -138,16 +138,49 @@ def export_format(cfg) -> str:
     return cfg.export_format
 
 
-def save_peft(state: dict, *, spec: FitSpec, label_names, out: Path, fmt: str) -> None:
-    """Load the gathered weights into a fresh PEFT model on rank 0, then merge or keep the adapter."""
+def export_dtype(cfg, module):
+    """model.export_dtype as a torch dtype; auto: the dtype the engine trained the weights in."""
+    import torch
+
+    if cfg.export_dtype == "auto":
+        return next(module.parameters()).dtype
+    return getattr(torch, cfg.export_dtype)
+
+
+def save_full(module, state: dict, *, out: Path, dtype) -> None:
+    """The engine's module saved with `state` (the gathered weights) in `dtype`; config.json names that dtype."""
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    trained_in, cached = module.config.dtype, getattr(module.config, "use_cache", None)
+    module.config.dtype = dtype  # what `from_pretrained(dir, dtype="auto")` reads back
+    if cached is not None:
+        # Gradient checkpointing turned the KV cache off for training; generation with the exported model wants it.
+        module.config.use_cache = True
+    try:
+        module.save_pretrained(out, state_dict=cast, safe_serialization=True)
+    finally:
+        module.config.dtype = trained_in
+        if cached is not None:
+            module.config.use_cache = cached
+
+
+def save_peft(state: dict, *, spec: FitSpec, label_names, out: Path, fmt: str, dtype) -> None:
+    """Load the gathered weights into a fresh fp32 PEFT model on rank 0 (the merge's arithmetic in fp32), then merge
+    or keep the adapter, in `dtype`. A 4-bit base is merged into the base model's own (unquantized) weights: only the
+    adapters and the head are taken from the fit."""
     from trainer.model import load_model
 
-    fresh = load_model(spec.model, spec.task, label_names=label_names)
-    fresh.load_state_dict(state)
-    if fmt == "merged":
-        fresh.merge_and_unload().save_pretrained(out, safe_serialization=True)
+    fresh = load_model(
+        spec.model.model_copy(update={"torch_dtype": "float32", "quantization": "none"}),
+        spec.task,
+        label_names=label_names,
+    )
+    if spec.model.quantization == "none":
+        fresh.load_state_dict(state)
     else:
-        fresh.save_pretrained(out, safe_serialization=True)
+        trained = {k: v for k, v in state.items() if "lora_" in k or "modules_to_save" in k}
+        fresh.load_state_dict(trained, strict=False)
+    model = fresh.merge_and_unload() if fmt == "merged" else fresh
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
 
 
 def load_exported(model_dir, *, task: str | None = None):

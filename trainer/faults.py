@@ -8,6 +8,9 @@ Set in the workers' environment (tests/conftest.py, tests/tiny_models.py):
     ZEROTUNE_FAULT_OOM_BATCH=N                       a training step of N or more rows runs with the address
                                                      space capped at its current size, so its next
                                                      allocation fails as a real out-of-memory would
+    ZEROTUNE_FAULT_PAUSE_AT='fold:epoch:step:marker' rank 0 stands still at that step, once (writing the marker
+                                                     first), for up to PAUSE_S: a test acts on the running
+                                                     worker at a known point (removes its node)
     ZEROTUNE_FAULT_ONLY=text                         faults fire only in fits whose records path contains text
 
 `step_hook` returns None when no fault applies, so an ordinary fit pays nothing per step:
@@ -22,12 +25,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 KILL_AT = "ZEROTUNE_FAULT_KILL_AT"
 OOM_BATCH = "ZEROTUNE_FAULT_OOM_BATCH"
+PAUSE_AT = "ZEROTUNE_FAULT_PAUSE_AT"
+PAUSE_S = 120.0
 ONLY = "ZEROTUNE_FAULT_ONLY"
 
 StepHook = Callable[[int, int, int, int], AbstractContextManager]  # (fold, epoch, step, rows in the batch)
@@ -40,14 +46,17 @@ def step_hook(records_uri: str | None, *, rank: int, env: dict | None = None) ->
     if only and only not in (records_uri or ""):
         return None
     kills = _kill_plan(env.get(KILL_AT)) if rank == 0 else {}
+    pauses = _kill_plan(env.get(PAUSE_AT)) if rank == 0 else {}
     oom_rows = int(env[OOM_BATCH]) if env.get(OOM_BATCH) else None
-    if not kills and oom_rows is None:
+    if not kills and not pauses and oom_rows is None:
         return None
 
     @contextmanager
     def hook(fold: int, epoch: int, step: int, rows: int):
         if (fold, epoch, step) in kills:
             _kill_once(kills[(fold, epoch, step)])
+        if (fold, epoch, step) in pauses:
+            _pause_once(pauses[(fold, epoch, step)])
         if oom_rows is not None and rows >= oom_rows:
             with address_space_capped():
                 yield
@@ -58,7 +67,7 @@ def step_hook(records_uri: str | None, *, rank: int, env: dict | None = None) ->
 
 
 def _kill_plan(plan: str | None) -> dict[tuple[int, int, int], Path]:
-    """{(fold, epoch, step): marker} of 'fold:epoch:step:marker[,fold:epoch:step:marker...]'."""
+    """{(fold, epoch, step): marker} of 'fold:epoch:step:marker[,fold:epoch:step:marker...]' (kills and pauses)."""
     kills = {}
     for point in (plan or "").split(","):
         if point.strip():
@@ -72,6 +81,13 @@ def _kill_once(marker: Path) -> None:
         return
     marker.write_text(str(os.getpid()))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_once(marker: Path) -> None:
+    if marker.exists():
+        return  # paused before: a restarted worker group runs on
+    marker.write_text(str(os.getpid()))
+    time.sleep(PAUSE_S)
 
 
 @contextmanager

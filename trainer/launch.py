@@ -47,6 +47,7 @@ def build_trainer(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
             name=name,

@@ -6,10 +6,13 @@
         fit_fold
           start_fold       model and DeepSpeed engine (loaded from the checkpoint when resuming mid-fold)
           for each epoch:
-            run_epoch      train_epoch (train_step per batch), then evaluate (trainer.evaluate)
+            run_epoch      train_epoch (train_step per batch; report_step every train.checkpoint_every_steps),
+                           then evaluate (trainer.evaluate)
             record_fold    once the fold ends (last epoch, early stop or divergence): its FoldRecord
             export_fold    after the last fold's last epoch, when the spec exports (`zerotune train`, refits)
             report_epoch   the epoch's metrics with a checkpoint: what Tune sees and a restart resumes from
+
+The epoch-end phases (record_fold, export_fold, report_epoch, report_step) are trainer.epoch_end's.
 
 Every rank runs the same number of forward passes and `ray.train.report` calls (ZeRO-3 and Train V2 both
 need that). Records go through trainer.records (rank 0; an out-of-memory record by the rank that ran out).
@@ -19,37 +22,35 @@ What an epoch reports is the spec's choice (FitSpec.report_metrics): this module
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 
 from trainer import checkpoint
-from trainer.checkpoint import ResumeState, Saved
+from trainer.checkpoint import ResumeState
 from trainer.ds_config import build_deepspeed_config
+from trainer.epoch_end import (
+    export_fold,
+    keeps_best,
+    log_epoch,
+    record_fold,
+    report_epoch,
+    report_finished,
+    report_step,
+)
 from trainer.evaluate import evaluate
 from trainer.loss import training_loss
 from trainer.metrics import HOLDOUT, scalar_metrics
 from trainer.outcome import is_oom
-from trainer.progress import EpochResult, FoldProgress, TrainedEpoch, fit_rows
-from trainer.records import Diverged, FoldRecord, OomRecord, StartMarker, rows_sha
-from trainer.spec import EpochReport, FitSpec
-from trainer.worker import (
-    Timings,
-    Worker,
-    all_reduce_mean,
-    barrier,
-    batches_per_rank,
-    epoch_rows,
-    memory_by_rank,
-    setup,
-)
+from trainer.progress import EpochResult, FoldEngine, FoldProgress, TrainedEpoch, fit_rows
+from trainer.records import Diverged, FoldRecord, OomRecord, StartMarker
+from trainer.worker import Timings, Worker, all_reduce_mean, barrier, setup
 
 log = logging.getLogger("zerotune.trainer")
 
@@ -83,7 +84,8 @@ def run_fit(w: Worker, resume: ResumeState) -> None:
         report_finished(w, resume)
         return
     if w.lead and resume.fold is not None:
-        log.warning("resuming at fold %d after epoch %d", resume.fold, resume.epoch)
+        inside = f" at micro-batch {len(resume.partial['losses'])} of epoch" if resume.partial else " after epoch"
+        log.warning("resuming at fold %d%s %d", resume.fold, inside, resume.epoch)
     timings = Timings()
     for fold in range(len(resume.folds), w.k):
         folds = fit_fold(w, fold, resume, timings)
@@ -91,21 +93,6 @@ def run_fit(w: Worker, resume: ResumeState) -> None:
             return  # diverged: every rank saw the same all-reduced loss, so every rank stops here
         resume = ResumeState(fit=w.fit, folds=folds)
     barrier()
-
-
-@dataclass(frozen=True)
-class FoldEngine:
-    """One fold's DeepSpeed engine and what is fixed for its fit."""
-
-    fold: int
-    engine: object
-    micro_batches: int  # per rank and epoch
-    trainable_params: int
-    total_params: int
-    start_epoch: int  # > 0 when resumed mid-fold
-    history: tuple[dict, ...]  # the epochs before a resume
-    resumes: int
-    setup_s: float  # model load + engine init (+ checkpoint load)
 
 
 # --- the phases ---------------------------------------------------------------
@@ -116,15 +103,17 @@ def fit_fold(w: Worker, fold: int, resume: ResumeState, timings: Timings) -> tup
     spec, val_rows = w.spec, w.folds[fold][1]
     fe = start_fold(w, fold, resume)
     timings.add("setup_s", fe.setup_s)
-    progress = FoldProgress(history=fe.history)
-    if spec.train.eval_before and fe.start_epoch == 0:
+    progress = FoldProgress(history=fe.history, step_losses=fe.step_losses)
+    if spec.train.eval_before and fe.start_epoch == 0 and fe.so_far is None:
         with recording_oom(w, fold, 0):
             progress = dataclasses.replace(progress, before=scalar_metrics(evaluate(w, fe.engine, val_rows)))
     folds = resume.folds
     for epoch in range(fe.start_epoch, spec.train.epochs):
-        result = run_epoch(w, fe, epoch, timings)
+        so_far = fe.so_far if epoch == fe.start_epoch else None
+        save_step = functools.partial(report_step, w, fe, epoch, progress=progress, folds=folds, timings=timings)
+        result = run_epoch(w, fe, epoch, timings, so_far=so_far, save_step=save_step)
         progress = progress.add(result, result.history_entry(w.world, spec.train.batch_size), spec)
-        if _keeps_best(w, fold) and progress.best is result:
+        if keeps_best(w, fold) and progress.best is result:
             from trainer.export import snapshot
 
             progress = dataclasses.replace(progress, snapshot=snapshot(fe.engine, spec=spec, encoded=w.encoded))
@@ -135,7 +124,10 @@ def fit_fold(w: Worker, fold: int, resume: ResumeState, timings: Timings) -> tup
         log_epoch(w, fe, result, stalled=stalled)
         if last and result.trained.diverged is None:
             export_fold(w, fe, progress)  # before the report: a fit whose last checkpoint exists has its model
-        report_epoch(w, fe, result, progress, folds=folds, timings=timings, save=spec.checkpoint_every_epoch or last)
+        # With step checkpoints, an epoch's end keeps its engine too: a later report without one would send a
+        # restart back to the fold's start, past the step checkpoints before it.
+        save = spec.checkpoint_every_epoch or last or bool(spec.train.checkpoint_every_steps)
+        report_epoch(w, fe, result, progress, folds=folds, timings=timings, save=save)
         if result.trained.diverged is not None:
             return None
         if last:
@@ -147,13 +139,13 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     """Seeded model and DeepSpeed engine; from the checkpoint when resuming this fold. Rank 0 marks the start."""
     import torch
 
-    from trainer.model import load_model
+    from trainer.model import load_for_fit
 
     t0 = time.perf_counter()
     torch.manual_seed(w.spec.seed * 1009 + fold)
-    model = load_model(w.spec.model, w.spec.task, label_names=w.encoded.label_names)
+    model = load_for_fit(w.spec, label_names=w.encoded.label_names, device=w.device.type, bf16_supported=w.bf16)
     trained_on = fit_rows(w.spec, w.folds[fold][0], fold)[0]
-    micro_batches = batches_per_rank(len(trained_on), w.world, w.spec.train.batch_size)
+    micro_batches = w.batches_per_epoch(trained_on)  # packed sequences under data.packing
     if w.spec.train.max_steps_per_epoch:
         micro_batches = min(micro_batches, w.spec.train.max_steps_per_epoch * w.spec.train.grad_accum)
     # Counted before the engine partitions them: under ZeRO-3 each rank keeps empty placeholders.
@@ -163,23 +155,31 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     mid_fold = resume.fold == fold
     if mid_fold:
         checkpoint.load_engine(engine, resume)
+    mid_epoch = mid_fold and resume.partial is not None  # saved inside resume.epoch: continue that epoch
     fe = FoldEngine(
         fold=fold,
         engine=engine,
         micro_batches=micro_batches,
         trainable_params=trainable_params,
         total_params=total_params,
-        start_epoch=resume.epoch + 1 if mid_fold else 0,
+        start_epoch=resume.epoch + (0 if mid_epoch else 1) if mid_fold else 0,
         history=resume.history if mid_fold else (),
         resumes=resume.resumes_of(fold),
         setup_s=time.perf_counter() - t0,
+        step_losses=resume.step_losses if mid_fold else (),
+        so_far=TrainedEpoch.from_json(resume.partial) if mid_epoch else None,
     )
     if w.lead and w.records:
         if fold == 0:
             w.records.write_deepspeed(ds_config)
         # One marker per fold fit started: an audit trail that shows re-runs (and, by pid, which worker group).
         marker = StartMarker(
-            fold=fold, start_epoch=fe.start_epoch, pid=os.getpid(), time=time.time(), setup_s=round(fe.setup_s, 3)
+            fold=fold,
+            start_epoch=fe.start_epoch,
+            pid=os.getpid(),
+            time=time.time(),
+            setup_s=round(fe.setup_s, 3),
+            start_step=len(fe.so_far.losses) if fe.so_far else 0,
         )
         w.records.write_start(marker, ns=time.time_ns())
     return fe
@@ -207,11 +207,19 @@ def _engine(w: Worker, model, micro_batches: int) -> tuple[object, dict]:
     return engine, ds_config
 
 
-def run_epoch(w: Worker, fe: FoldEngine, epoch: int, timings: Timings) -> EpochResult:
-    """Train one epoch, then evaluate on the fold's validation rows."""
+def run_epoch(
+    w: Worker,
+    fe: FoldEngine,
+    epoch: int,
+    timings: Timings,
+    *,
+    so_far: TrainedEpoch | None = None,
+    save_step: Callable[[TrainedEpoch], None] | None = None,
+) -> EpochResult:
+    """Train one epoch (the rest of it after `so_far`), then evaluate on the fold's validation rows."""
     t0 = time.perf_counter()
     with timings.timed("train_s"):
-        trained = train_epoch(w, fe, epoch)
+        trained = train_epoch(w, fe, epoch, so_far=so_far, save_step=save_step)
     with timings.timed("eval_s"), recording_oom(w, fe.fold, epoch):
         metrics = evaluate(w, fe.engine, w.folds[fe.fold][1])
         holdout = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[1]
@@ -221,17 +229,26 @@ def run_epoch(w: Worker, fe: FoldEngine, epoch: int, timings: Timings) -> EpochR
     return EpochResult(epoch=epoch, trained=trained, metrics=metrics, seconds=time.perf_counter() - t0)
 
 
-def train_epoch(w: Worker, fe: FoldEngine, epoch: int) -> TrainedEpoch:
-    """One pass over this rank's shard of a seeded shuffle of the fold's training rows."""
-    batch = w.spec.train.batch_size
+def train_epoch(
+    w: Worker,
+    fe: FoldEngine,
+    epoch: int,
+    *,
+    so_far: TrainedEpoch | None = None,
+    save_step: Callable[[TrainedEpoch], None] | None = None,
+) -> TrainedEpoch:
+    """One pass over this rank's shard of a seeded shuffle of the fold's training rows; after `so_far` (a mid-epoch
+    checkpoint's steps), the same shuffle's remaining batches. `save_step` checkpoints the epoch so far (collective)
+    every train.checkpoint_every_steps optimizer steps, at an accumulation boundary, except at the epoch's end."""
     train_rows = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[0]  # less the early-stopping holdout
-    rows = epoch_rows(train_rows, seed=w.spec.seed, fold=fe.fold, epoch=epoch, rank=w.rank, world=w.world)
-    rows = rows[: fe.micro_batches * batch]
+    batches = w.epoch_batches(train_rows, fold=fe.fold, epoch=epoch)[: fe.micro_batches]  # rows (or Packed)
+    every = (w.spec.train.checkpoint_every_steps or 0) * w.spec.train.grad_accum  # in micro-batches
     fe.engine.train()
-    losses, step_times, tokens, padded = [], [], 0, 0
-    for step, start in enumerate(range(0, len(rows), batch)):
+    done = so_far or TrainedEpoch(0.0, (), 0, 0)
+    losses, step_times, tokens, padded = list(done.losses), list(done.step_times), done.tokens, done.padded_tokens
+    for step in range(len(losses), len(batches)):
         t0 = time.perf_counter()
-        loss, mask = train_step(w, fe, rows[start : start + batch], at=(fe.fold, epoch, step))
+        loss, mask = train_step(w, fe, batches[step], at=(fe.fold, epoch, step))
         value = all_reduce_mean(loss, w.world)
         if not math.isfinite(value):
             diverged = Diverged(fold=fe.fold, epoch=epoch, step=step, loss=str(value))
@@ -240,7 +257,9 @@ def train_epoch(w: Worker, fe: FoldEngine, epoch: int) -> TrainedEpoch:
         step_times.append(time.perf_counter() - t0)
         tokens += int(mask.sum())
         padded += int(mask.numel())
-    return TrainedEpoch(sum(losses) / max(len(losses), 1), tuple(step_times), tokens, padded)
+        if save_step and every and (step + 1) % every == 0 and step + 1 < len(batches):
+            save_step(TrainedEpoch(sum(losses) / len(losses), tuple(step_times), tokens, padded, losses=tuple(losses)))
+    return TrainedEpoch(sum(losses) / max(len(losses), 1), tuple(step_times), tokens, padded, losses=tuple(losses))
 
 
 def train_step(w: Worker, fe: FoldEngine, rows: np.ndarray, *, at: tuple[int, int, int]):
@@ -253,7 +272,7 @@ def train_step(w: Worker, fe: FoldEngine, rows: np.ndarray, *, at: tuple[int, in
         loss = training_loss(fe.engine, inputs, w.spec.task)
         fe.engine.backward(loss)
         fe.engine.step()
-    return loss, inputs["attention_mask"]
+    return loss, w.token_mask(rows, inputs)
 
 
 @contextmanager
@@ -278,121 +297,3 @@ def record_oom(w: Worker, exc: BaseException, fold: int, epoch: int, step: int |
     log.error("out of memory at %s (rank %d): %s", record.where(), w.rank, record.error)
     if w.records:
         w.records.write_oom(record)
-
-
-def record_fold(w: Worker, fe: FoldEngine, result: EpochResult, progress: FoldProgress, *, stalled: bool) -> FoldRecord:
-    """The fold's record (collective: memory is gathered from every rank); rank 0 writes it.
-
-    Scored on the best epoch under early stopping, else on the last."""
-    spec = w.spec
-    val_rows = w.folds[fe.fold][1]
-    early = bool(spec.train.early_stopping_patience)
-    scored = progress.best if early else result
-    record = FoldRecord(
-        fold=fe.fold,
-        epochs_run=result.epoch + 1,
-        best_epoch=scored.epoch,
-        metrics=scored.metrics,
-        history=list(progress.history),
-        val_sha=rows_sha(val_rows),
-        n_train=int(len(fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[0])),
-        n_val=int(len(val_rows)),
-        stopped_early=bool(stalled and result.epoch < spec.train.epochs - 1),
-        trainable_params=fe.trainable_params,
-        total_params=fe.total_params,
-        diverged=result.trained.diverged.to_json() if result.trained.diverged else None,
-        resumes=fe.resumes,
-        before=progress.before,
-        memory=memory_by_rank(w.rss_start_mb, w.world),
-    )
-    if w.lead and w.records:
-        w.records.write_fold(record)
-    return record
-
-
-def log_epoch(w: Worker, fe: FoldEngine, result: EpochResult, *, stalled: bool) -> None:
-    if not w.lead:
-        return
-    spec = w.spec
-    rate = result.history_entry(w.world, spec.train.batch_size)["samples_per_s"] or 0
-    print(
-        f"fold {fe.fold + 1}/{w.k} epoch {result.epoch + 1}/{spec.train.epochs}: train_loss {result.trained.loss:.4f} "
-        f"{spec.metric} {result.score(spec.metric):.4f}, {rate:.1f} samples/s"
-        + (" (early stop)" if stalled and not result.trained.diverged else ""),
-        file=sys.stderr,
-        flush=True,  # stdout stays clean for --format json
-    )
-
-
-def report_epoch(
-    w: Worker,
-    fe: FoldEngine,
-    result: EpochResult,
-    progress: FoldProgress,
-    *,
-    folds: tuple[FoldRecord, ...],
-    timings: Timings,
-    save: bool,
-) -> None:
-    """The epoch's EpochReport, as FitSpec.report_metrics makes it, with a checkpoint (collective)."""
-    report = EpochReport(
-        fold=fe.fold,
-        epoch=result.epoch,
-        k=w.k,
-        metric=w.spec.metric,
-        metrics=scalar_metrics(result.metrics),
-        folds=folds,
-        timings=timings.now(),
-        trainable_params=fe.trainable_params,
-        total_params=fe.total_params,
-        diverged=result.trained.diverged,
-    )
-    saved = Saved(
-        fit=w.fit,
-        fold=fe.fold,
-        epoch=result.epoch,
-        engine_saved=save,
-        folds=folds,
-        history=progress.history,
-        resumes=fe.resumes,
-        ranks=w.world,
-    )
-    with timings.timed("checkpoint_s"):
-        checkpoint.report(_metrics(w.spec, report), engine=fe.engine, saved=saved, rank=w.rank)
-
-
-def report_finished(w: Worker, resume: ResumeState) -> None:
-    """Report the last epoch of a fit whose folds are all recorded again, without an engine."""
-    last = resume.folds[-1]
-    report = EpochReport.finished(list(resume.folds), k=w.k, metric=w.spec.metric)
-    saved = Saved(
-        fit=w.fit,
-        fold=last.fold,
-        epoch=last.epochs_run - 1,
-        engine_saved=False,
-        folds=resume.folds,
-        history=tuple(last.history),
-        resumes=resume.resumes,
-        ranks=w.world,
-    )
-    checkpoint.report(_metrics(w.spec, report), engine=None, saved=saved, rank=w.rank, final=True)
-
-
-def _metrics(spec: FitSpec, report: EpochReport) -> dict:
-    return spec.report_metrics(report) if spec.report_metrics else report.flat()
-
-
-def _keeps_best(w: Worker, fold: int) -> bool:
-    """Early stopping exports the best epoch's weights: keep a snapshot of them (fits that export only)."""
-    return bool(w.spec.export_uri and w.spec.train.early_stopping_patience and fold == w.k - 1)
-
-
-def export_fold(w: Worker, fe: FoldEngine, progress: FoldProgress) -> None:
-    """After the last fold, export the model when the spec asks (collective under ZeRO-3)."""
-    if not (w.spec.export_uri and fe.fold == w.k - 1):
-        return
-    from trainer.export import export_model
-
-    if _keeps_best(w, fe.fold) and progress.snapshot is None and w.lead:
-        log.warning("the best epoch was before a restart: exporting the last epoch's weights")
-    export_model(fe.engine, spec=w.spec, encoded=w.encoded, rank=w.rank, best=progress.snapshot)

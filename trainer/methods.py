@@ -7,7 +7,7 @@ optimizer state and are never updated, under any ZeRO stage.
 
 from __future__ import annotations
 
-from trainer.config import ModelConfig, Task
+from trainer.config import LORA_PRESETS, LoraConfig, ModelConfig, Task
 from zerotune.errors import problem
 
 _PEFT_TASK = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
@@ -32,9 +32,17 @@ def peft_config(cfg: ModelConfig, task: Task):
             r=cfg.lora.rank,
             lora_alpha=cfg.lora.alpha,
             lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
+            target_modules=lora_targets(cfg.lora),
         )
     return PromptTuningConfig(task_type=_PEFT_TASK[task], num_virtual_tokens=cfg.prompt_tokens)
+
+
+def lora_targets(lora: LoraConfig) -> list[str] | str | None:
+    """model.lora.target_modules as PEFT takes it: a preset's module names, PEFT's own `all-linear`, the list."""
+    if isinstance(lora.target_modules, str):
+        names = LORA_PRESETS[lora.target_modules]
+        return lora.target_modules if names is None else list(names)
+    return lora.target_modules
 
 
 def wrap_peft(model, cfg: ModelConfig, task: Task):
@@ -46,7 +54,8 @@ def wrap_peft(model, cfg: ModelConfig, task: Task):
         raise problem(
             "model.lora.target_modules",
             str(exc).splitlines()[0],
-            "name Linear modules of this architecture, e.g. [query, value] for BERT",
+            "name Linear modules of this architecture (e.g. [query, value] for BERT), or a preset: "
+            f"{', '.join(LORA_PRESETS)}",
         ) from None
 
 

@@ -37,7 +37,10 @@ METRICS = (
     Metric("r2", ("regression",), "max", "coefficient of determination"),
     Metric("eval_loss", ("classification", "regression", "causal-lm"), "min", "evaluation loss"),
     Metric("perplexity", ("causal-lm",), "min", "exp(mean token loss)"),
+    Metric("rouge_l", ("causal-lm",), "max", "ROUGE-L F1 of greedy generations (train.generate_eval)"),
+    Metric("exact_match", ("causal-lm",), "max", "share of greedy generations equal to the response (generate_eval)"),
 )
+GENERATION = ("rouge_l", "exact_match")  # the metrics only train.generate_eval computes
 DEFAULT_METRIC = {"classification": "f1_macro", "regression": "mse", "causal-lm": "eval_loss"}
 _BY_NAME = {m.name: m for m in METRICS}
 

@@ -1,4 +1,5 @@
-"""A fold's fit so far, typed: each epoch's result (TrainedEpoch, EpochResult) and the best of them (FoldProgress).
+"""A fold's fit so far, typed: each epoch's result (TrainedEpoch, EpochResult), the best of them (FoldProgress), and
+the fold's engine with where it starts (FoldEngine).
 
 Pure values: the worker loop (trainer.loop) makes them, early stopping and the fold record read them.
 """
@@ -17,13 +18,35 @@ from trainer.spec import FitSpec
 
 @dataclass(frozen=True)
 class TrainedEpoch:
-    """One pass over this rank's training shard: the mean all-reduced loss, or where it turned non-finite."""
+    """One pass over this rank's training shard (or the part of it done so far): the mean all-reduced loss, or
+    where it turned non-finite."""
 
     loss: float
     step_times: tuple[float, ...]
     tokens: int  # this rank's real tokens
     padded_tokens: int  # with padding
     diverged: Diverged | None = None
+    losses: tuple[float, ...] = ()  # each micro-batch's all-reduced loss, in order
+
+    def to_json(self) -> dict:
+        """What a mid-epoch checkpoint keeps of the epoch so far (it never holds a diverged epoch)."""
+        return {
+            "losses": list(self.losses),
+            "step_times": list(self.step_times),
+            "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainedEpoch:
+        losses = tuple(float(v) for v in data["losses"])
+        return cls(
+            loss=sum(losses) / max(len(losses), 1),
+            step_times=tuple(data["step_times"]),
+            tokens=int(data["tokens"]),
+            padded_tokens=int(data["padded_tokens"]),
+            losses=losses,
+        )
 
 
 @dataclass(frozen=True)
@@ -71,11 +94,19 @@ class FoldProgress:
     best: EpochResult | None = None
     snapshot: dict | None = None
     before: dict | None = None  # metrics before training (train.eval_before)
+    step_losses: tuple[tuple[float, ...], ...] = ()  # per epoch, each micro-batch's training loss
+    last: EpochResult | None = None  # the latest epoch run by this worker group
 
     def add(self, result: EpochResult, entry: dict, spec: FitSpec) -> FoldProgress:
         picks = selection_metric(spec)
         improved = self.best is None or better(result.score(picks), self.best.score(picks), spec.mode)
-        return dataclasses.replace(self, history=(*self.history, entry), best=result if improved else self.best)
+        return dataclasses.replace(
+            self,
+            history=(*self.history, entry),
+            best=result if improved else self.best,
+            step_losses=(*self.step_losses, result.trained.losses),
+            last=result,
+        )
 
     def stalled(self, spec: FitSpec) -> bool:
         """Early stopping: `patience` epochs since the best one."""
@@ -86,6 +117,23 @@ class FoldProgress:
         scores = [h.get(picks, float("nan")) for h in self.history]
         best_at = min(range(len(scores)), key=lambda i: best_first(scores[i], spec.mode))
         return len(scores) - 1 - best_at >= patience
+
+
+@dataclass(frozen=True)
+class FoldEngine:
+    """One fold's DeepSpeed engine and what is fixed for its fit."""
+
+    fold: int
+    engine: object
+    micro_batches: int  # per rank and epoch
+    trainable_params: int
+    total_params: int
+    start_epoch: int  # > 0 when resumed mid-fold
+    history: tuple[dict, ...]  # the epochs before a resume
+    resumes: int
+    setup_s: float  # model load + engine init (+ checkpoint load)
+    step_losses: tuple[tuple[float, ...], ...] = ()  # the epochs before a resume: each micro-batch's loss
+    so_far: TrainedEpoch | None = None  # resumed mid-epoch (train.checkpoint_every_steps): start_epoch's steps done
 
 
 def selection_metric(spec: FitSpec) -> str:

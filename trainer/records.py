@@ -3,6 +3,7 @@
     <records>/fold-<i>.json                FoldRecord: one per finished fold
     <records>/starts/fold-<i>-<ns>.json    StartMarker: one per fold fit started (shows re-runs)
     <records>/oom-rank<r>.json             OomRecord: a rank ran out of memory, so a restart must not retry
+    <records>/progress.json                FitProgress: where the running fold is (epoch ends, step checkpoints)
     <records>/deepspeed.json               the effective DeepSpeed config (first fold)
 
 Only this module spells these names; `sweeps.layout` says where a trial's records directory is.
@@ -77,6 +78,7 @@ class FoldRecord(_Record):
     resumes: int = 0
     before: dict | None = None  # metrics before training (train.eval_before)
     memory: dict = field(default_factory=dict)  # per rank: resident MiB at start and peak
+    step_losses: list[list[float]] = field(default_factory=list)  # per epoch: each micro-batch's training loss
 
     def score(self, metric: str) -> float:
         return float(self.metrics.get(metric, float("nan")))
@@ -89,6 +91,23 @@ class StartMarker(_Record):
     pid: int
     time: float
     setup_s: float  # model load + DeepSpeed engine init
+    start_step: int = 0  # micro-batches of start_epoch already done (a resume from a mid-epoch checkpoint)
+
+
+@dataclass(frozen=True)
+class FitProgress(_Record):
+    """Where a running fit is: written at each epoch end and mid-epoch checkpoint (train.checkpoint_every_steps)."""
+
+    fold: int
+    k: int
+    epoch: int
+    epochs: int
+    step: int  # optimizer steps done in `epoch`
+    steps: int  # optimizer steps per epoch
+    time: float
+
+    def where(self) -> str:
+        return f"fold {self.fold + 1}/{self.k} epoch {self.epoch + 1}/{self.epochs} step {self.step}/{self.steps}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,16 @@ class FitRecords:
         """The first out-of-memory record of the fit, or None."""
         names = sorted(n for n in list_dir(self.uri) if n.startswith("oom-") and n.endswith(".json"))
         return OomRecord.read(join(self.uri, names[0])) if names else None
+
+    def write_progress(self, progress: FitProgress) -> None:
+        write_json(join(self.uri, "progress.json"), progress.to_json())
+
+    def progress(self) -> FitProgress | None:
+        """Where the fit was when it last wrote its progress; None before that."""
+        from trainer.storage import exists
+
+        path = join(self.uri, "progress.json")
+        return FitProgress.read(path) if exists(path) else None
 
     def write_deepspeed(self, config: dict) -> None:
         write_json(join(self.uri, "deepspeed.json"), config)

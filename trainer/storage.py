@@ -108,10 +108,14 @@ def read_json(uri: str):
 
 
 def exists(uri: str) -> bool:
+    """StorageError when the storage cannot say (unreachable, access denied), as for every read here."""
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    try:
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+    except OSError as exc:
+        raise _unreachable(uri, exc) from None
 
 
 def list_dir(uri: str) -> list[str]:
@@ -119,10 +123,72 @@ def list_dir(uri: str) -> list[str]:
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return []
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    except OSError as exc:
+        raise _unreachable(uri, exc) from None
     return sorted(posixpath.basename(i.path) for i in infos)
+
+
+def _unreachable(uri: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"cannot read {uri}: {exc}",
+        field="storage.path",
+        fix="check that the storage is reachable from this machine and the credentials allow reading it",
+    )
+
+
+@contextlib.contextmanager
+def local_copy(uri: str, *, field: str):
+    """A local path holding what `uri` holds (a file or a directory tree), for readers that take only local paths
+    (pandas' CSV header check, transformers' from_pretrained). A local path is yielded as it is; anything else is
+    downloaded into a temporary directory, under its own name, and deleted when the block ends."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    if "://" not in uri or uri.startswith("file://"):
+        yield uri.removeprefix("file://")
+        return
+    fs, path = filesystem(uri)
+    try:
+        kind = fs.get_file_info(path).type
+    except OSError as exc:
+        raise StorageError(f"cannot read {uri}: {exc}", field=field, fix="check the URI and the credentials") from None
+    if kind == pafs.FileType.NotFound:
+        raise StorageError(f"{uri} does not exist", field=field, fix="check the URI (bucket, prefix and name)")
+    with tempfile.TemporaryDirectory(prefix="zt-copy-") as tmp:
+        local = os.path.join(tmp, posixpath.basename(path.rstrip("/")))
+        try:
+            _download(fs, path, local, is_dir=kind == pafs.FileType.Directory)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {uri}: {exc}", field=field, fix="check the URI and the credentials"
+            ) from None
+        yield local
+
+
+def _download(fs, path: str, local: str, *, is_dir: bool) -> None:
+    """File by file: an object store has no directory objects to copy (an uploaded model directory is only keys
+    under a prefix), so each file's local parent directories are made here."""
+    import pyarrow.fs as pafs
+
+    if is_dir:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        files = [
+            (i.path, os.path.join(local, posixpath.relpath(i.path, path)))
+            for i in infos
+            if i.type == pafs.FileType.File
+        ]
+    else:
+        files = [(path, local)]
+    for source, target in files:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with fs.open_input_stream(source) as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 24):
+                out.write(chunk)
 
 
 def _json_default(obj):

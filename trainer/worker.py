@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainer import faults
+from trainer import faults, packing
 from trainer.data import Encoded, collate
+from trainer.packing import Packed, collate_packed
 from trainer.records import FitRecords
 from trainer.spec import TIMINGS, FitSpec
 
@@ -47,9 +48,34 @@ class Worker:
         """Rank 0 writes the records and says what happens."""
         return self.rank == 0
 
-    def inputs(self, rows: np.ndarray) -> dict:
-        """One batch of `rows`, padded and on this rank's device."""
-        return {k: v.to(self.device) for k, v in collate(self.encoded, rows, self.spec.task).items()}
+    def inputs(self, rows: np.ndarray | Packed) -> dict:
+        """One batch of `rows`, padded (or packed: data.packing) and on this rank's device."""
+        if isinstance(rows, Packed):
+            flat = self.spec.model.attn_implementation == "flash_attention_2"  # varlen reads one flattened row
+            batch = collate_packed(self.encoded, rows, flat=flat)
+        else:
+            batch = collate(self.encoded, rows, self.spec.task)
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    def token_mask(self, rows: np.ndarray | Packed, inputs: dict):
+        """Which positions of a batch's `inputs` are tokens rather than padding (what an epoch counts)."""
+        return packing.token_mask(self.encoded, rows, inputs) if isinstance(rows, Packed) else inputs["attention_mask"]
+
+    def batches_per_epoch(self, train_rows: np.ndarray) -> int:
+        """Micro-batches per rank in each epoch over `train_rows` (packed sequences under data.packing)."""
+        batch = self.spec.train.batch_size
+        if self.encoded.pack_to:
+            return packing.batches_per_epoch(self.encoded, train_rows, world=self.world, batch=batch)
+        return batches_per_rank(len(train_rows), self.world, batch)
+
+    def epoch_batches(self, train_rows: np.ndarray, *, fold: int, epoch: int) -> list[np.ndarray | Packed]:
+        """This rank's micro-batches of one epoch over `train_rows`, in a seeded order (rows, or Packed)."""
+        at = {"seed": self.spec.seed, "fold": fold, "epoch": epoch, "rank": self.rank, "world": self.world}
+        batch = self.spec.train.batch_size
+        if self.encoded.pack_to:
+            return packing.epoch_batches(self.encoded, train_rows, batch=batch, **at)
+        rows = epoch_rows(train_rows, **at)
+        return [rows[i : i + batch] for i in range(0, len(rows), batch)]
 
 
 @dataclass
@@ -127,20 +153,43 @@ def rss_mb() -> float:
 
 
 def memory_by_rank(rss_start_mb: float, world: int) -> dict:
-    """Each rank's resident memory at start and its peak so far (MiB): what ZeRO partitioning should shrink.
+    """Each rank's resident memory at start and its peak so far (MiB): what ZeRO partitioning should shrink; on a
+    GPU also the peak GPU memory torch's allocator handed out (what the pre-flight memory estimate predicts).
 
     Collective: every rank calls this.
     """
     import resource
 
+    import torch
     import torch.distributed as dist
 
     mine = [round(rss_start_mb, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        mine.append(round(torch.cuda.max_memory_allocated() / 2**20, 1))
     everyone = [mine] * world
     if dist.is_initialized() and world > 1:
         everyone = [None] * world
         dist.all_gather_object(everyone, mine)
-    return {"rss_start_mb": [m[0] for m in everyone], "peak_rss_mb": [m[1] for m in everyone]}
+    out = {"rss_start_mb": [m[0] for m in everyone], "peak_rss_mb": [m[1] for m in everyone]}
+    if all(len(m) == 3 for m in everyone):
+        out["peak_gpu_mb"] = [m[2] for m in everyone]
+    return out | where_by_rank(world)
+
+
+def where_by_rank(world: int) -> dict:
+    """Which process on which Ray node each rank is (pid, node id; None outside Ray): a record then shows where a
+    fold ran, across nodes and across worker-group restarts. Collective: every rank calls this."""
+    import os
+
+    import ray
+    import torch.distributed as dist
+
+    mine = [os.getpid(), ray.get_runtime_context().get_node_id() if ray.is_initialized() else None]
+    everyone = [mine] * world
+    if dist.is_initialized() and world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    return {"pid": [m[0] for m in everyone], "node_id": [m[1] for m in everyone]}
 
 
 def batches_per_rank(n_rows: int, world: int, batch: int) -> int:

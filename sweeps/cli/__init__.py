@@ -8,6 +8,7 @@ into a message and an exit code; unknown errors keep their traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from zerotune.errors import ConfigError, ZerotuneError
@@ -47,11 +48,22 @@ def emit(data, *, fmt: str, table) -> None:
     print(json.dumps(data, indent=2, default=str) if fmt == "json" else table(data), flush=True)
 
 
+@contextlib.contextmanager
 def data_stdout(fmt: str):
-    """While a command runs, keep stdout for its data: with --format json, progress and library output go to stderr."""
-    import contextlib
+    """While a command runs, keep stdout for its data: with --format json, progress and library output go to stderr.
 
-    return contextlib.redirect_stdout(sys.stderr) if fmt == "json" else contextlib.nullcontext()
+    Ray's log monitor prints its nodes' warnings to stdout until Ray shuts down, which would otherwise happen at
+    exit, after the JSON: a Ray this command connected to is shut down while stdout still points at stderr."""
+    if fmt != "json":
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            yield
+        finally:
+            ray = sys.modules.get("ray")  # never imported here for a command that did not use Ray
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
 
 
 def format_error(exc: ZerotuneError) -> str:

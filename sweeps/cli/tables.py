@@ -63,11 +63,16 @@ def sweep_table(summary: dict) -> str:
     out = [
         f"sweep {summary['name']}: {summary['states']['completed']} completed, {summary['states']['pruned']} pruned, "
         f"{summary['states']['failed']} failed ({summary['fold_fits']} fold fits)"
+        + (f", {summary['states']['pending']} waiting for resources" if summary["states"].get("pending") else "")
     ]
     out.append(table(rows, ["trial", "state", "folds", f"mean {metric}", "std", "time_s", "params"]))
     # A damaged record: say which file and why, since the row itself has nothing else to show.
     unreadable = [t for t in summary["trials"] if t["state"] == TrialState.UNREADABLE]
     out += [f"  {t['trial_id']} unreadable: {t['reason']}" for t in unreadable]
+    # A trial waiting for nodes would look like a hang: say what it waits for.
+    out += [f"  {t['trial_id']} {t['reason']}" for t in summary["trials"] if t["state"] == TrialState.PENDING]
+    # A running fold's step progress (written at epoch ends and train.checkpoint_every_steps checkpoints).
+    out += [f"  {t['trial_id']} at {t['progress']['where']}" for t in summary["trials"] if t.get("progress")]
     best = summary.get("best")
     if best:
         folds = ", ".join(_fmt(s) for s in best["fold_scores"])

@@ -154,13 +154,16 @@ def predict(
     import pandas as pd
     import torch
 
+    from trainer.storage import local_copy
+
     if output and Path(output).suffix.lower() not in WRITERS:
         raise ConfigError(
             [("--output", f"cannot tell the format of {output}", f"use a file ending in {', '.join(WRITERS)}")]
         )
     df, texts, pairs = read_rows(input_path, text_column=text_column, text_pair_column=text_pair_column)
     model_dir = model_directory(model_dir)
-    model, tokenizer, task, max_length, paired = load_model(model_dir)
+    with local_copy(model_dir, field="MODEL_DIR") as local:  # a model on object storage: loaded from a copy
+        model, tokenizer, task, max_length, paired = load_model(local)
     if paired != (pairs is not None):
         # Single texts into a pairs model (or the reverse) run, and score as noise: refuse it.
         trained = "sentence pairs (text + text_pair)" if paired else "single texts"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
+from cluster.capacity import Capacity
 from sweeps.config import SweepConfig
 from sweeps.preflight.memory import count_parameters, memory_problems
 from sweeps.preflight.model import model_problems
@@ -11,12 +10,14 @@ from sweeps.search.space import trial_values
 from zerotune.errors import ConfigError
 
 
-def check_fit(cfg: SweepConfig, *, resources: dict | None, n_train: int, model: bool = True) -> None:
-    """Workers fit the cluster (when `resources` is known), the data fits their batches and (unless `model` is
-    False: checked already) the settings fit the model; all problems at once."""
+def check_fit(cfg: SweepConfig, *, resources: dict | Capacity | None, n_train: int, model: bool = True) -> None:
+    """Workers fit the cluster's ceiling (when known: `resources`, a Capacity or plain totals), the data fits their
+    batches and (unless `model` is False: checked already) the settings fit the model; all problems at once."""
     problems = []
-    if resources is not None:
-        problems += _resource_problems(cfg, resources)
+    capacity = as_capacity(resources)
+    resources = capacity.totals() if capacity is not None else None
+    if capacity is not None:
+        problems += _resource_problems(cfg, capacity)
     batches = trial_values(cfg, "batch_size")
     per_rank = n_train // cfg.scaling.num_workers
     too_big = [b for b in batches.values if b > per_rank]
@@ -76,36 +77,79 @@ def _offload_memory_problems(cfg: SweepConfig, resources: dict | None) -> list:
     ]
 
 
-def _resource_problems(cfg: SweepConfig, resources: dict) -> list:
+def as_capacity(resources: dict | Capacity | None) -> Capacity | None:
+    """Plain totals (a fixed pool, as callers that only know `ray.cluster_resources()` pass) or a Capacity."""
+    return Capacity.fixed(resources) if isinstance(resources, dict) else resources
+
+
+def describe_resources(resources: dict | Capacity) -> str:
+    """The pre-flight line on what the sweep was checked against, naming where the ceiling came from."""
+    if isinstance(resources, dict):
+        return f"cluster has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs (live resources)"
+    up = resources.up
+    return f"{resources.describe()}; up now: {up.get('CPU', 0):g} CPUs, {up.get('GPU', 0):g} GPUs"
+
+
+def worker_bundle(cfg: SweepConfig) -> dict:
+    """What one Ray Train worker asks for (trainer.launch: resources_per_worker)."""
+    return {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1.0} if cfg.scaling.use_gpu else {})}
+
+
+def trial_bundles(cfg: SweepConfig) -> list[dict]:
+    """One trial's resources: its worker group (its Tune actor holds none: sweeps.search.trial)."""
+    return [worker_bundle(cfg)] * cfg.scaling.num_workers
+
+
+def _resource_problems(cfg: SweepConfig, capacity: Capacity) -> list:
+    """Against the ceiling: a worker group that fits nodes the cluster can start is accepted though none is up."""
     problems = []
-    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-    need_cpu = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    if need_cpu > cpus:
-        problems.append(
-            (
-                "scaling.num_workers",
-                f"{cfg.scaling.num_workers} workers x {cfg.scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; "
-                f"the cluster has {cpus:g}",
-                f"use scaling.num_workers <= {int(cpus // cfg.scaling.cpus_per_worker)} or add nodes",
-            )
-        )
-    if cfg.scaling.use_gpu and cfg.scaling.num_workers > gpus:
+    workers, cpus = cfg.scaling.num_workers, cfg.scaling.cpus_per_worker
+    one = worker_bundle(cfg)
+    where = capacity.describe()
+    if cfg.scaling.use_gpu and not capacity.fits_one(one):
         problems.append(
             (
                 "scaling.use_gpu",
-                f"{cfg.scaling.num_workers} GPU workers but the cluster has {gpus:g} GPUs",
-                "lower scaling.num_workers, add GPU nodes, or set use_gpu: false",
+                f"{workers} GPU workers but no node of the cluster has a GPU and {cpus:g} CPUs ({where})",
+                "lower scaling.cpus_per_worker, add GPU nodes, or set use_gpu: false",
+            )
+        )
+    elif not capacity.fits_one(one):
+        most = max((t.resources.get("CPU", 0) for t in capacity.node_types), default=0)
+        problems.append(
+            (
+                "scaling.cpus_per_worker",
+                f"a worker asks for {cpus:g} CPUs; the largest node has {most:g} ({where})",
+                f"use scaling.cpus_per_worker <= {most:g}, or add larger nodes",
+            )
+        )
+    elif capacity.groups_that_fit(trial_bundles(cfg), limit=1) < 1:
+        totals = capacity.totals()
+        fits = _workers_that_fit(cfg, capacity)
+        gpus = f" and {workers:g} GPUs" if cfg.scaling.use_gpu else ""
+        problems.append(
+            (
+                "scaling.num_workers",
+                f"{workers} workers x {cpus:g} CPU need {workers * cpus:g} CPUs{gpus}; "
+                f"the cluster can have {totals.get('CPU', 0):g} CPUs, {totals.get('GPU', 0):g} GPUs ({where})",
+                f"use scaling.num_workers <= {fits} or add nodes (raise the autoscaler's max workers)",
             )
         )
     return problems
 
 
-def max_concurrent(cfg: SweepConfig, resources: dict) -> int:
-    """Trials that fit at once: each holds one worker group."""
+def _workers_that_fit(cfg: SweepConfig, capacity: Capacity) -> int:
+    """The largest worker group the ceiling holds."""
+    n = cfg.scaling.num_workers
+    while n > 0 and capacity.groups_that_fit([worker_bundle(cfg)] * n, limit=1) < 1:
+        n -= 1
+    return n
+
+
+def max_concurrent(cfg: SweepConfig, resources: dict | Capacity) -> int:
+    """Trials that fit at once under the cluster's ceiling: each holds one worker group. Never 0: a trial that does
+    not fit waits for resources."""
     if cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
-    by_cpu = int(resources.get("CPU", 0)) // (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
-    fits = by_cpu
-    if cfg.scaling.use_gpu:
-        fits = min(fits, resources.get("GPU", 0) / cfg.scaling.num_workers)
-    return max(1, min(cfg.search.num_trials, math.floor(fits)))
+    capacity = as_capacity(resources)
+    return max(1, capacity.groups_that_fit(trial_bundles(cfg), limit=cfg.search.num_trials))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
 from sweeps.config import SweepConfig
 from sweeps.search.folds import Folds, make_folds, pick_strategy
-from sweeps.search.space import searched
+from sweeps.search.space import searched, trial_values
 from trainer.data import Encoded, Examples, read_table, to_examples, tokenize
 from trainer.spec import FitSpec
 from zerotune.errors import ConfigError
@@ -46,7 +47,10 @@ def sweep_examples(cfg: SweepConfig) -> Examples:
 def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     """Data and folds for a sweep: checks everything that needs no cluster."""
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
+    check_packing(cfg)
     examples = sweep_examples(cfg)
+    if cfg.data.format in ("chat", "alpaca"):
+        check_chat_template(cfg)
     check_test_split(cfg, examples, strategy)
     folds = make_folds(
         examples,
@@ -113,7 +117,116 @@ def encode(cfg: SweepConfig, examples: Examples) -> Encoded:
     from trainer.model import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    return tokenize(examples, tokenizer, cfg.task, cfg.model.max_length)
+    return tokenize(
+        examples,
+        tokenizer,
+        cfg.task,
+        cfg.model.max_length,
+        chat_template=cfg.data.chat_template,
+        packing=cfg.data.packing,
+    )
+
+
+def check_packing(cfg: SweepConfig) -> None:
+    """data.packing concatenates causal-LM rows; a classifier scores each row alone, and prompt tuning's virtual
+    tokens would open each packed sequence rather than each row."""
+    if not cfg.data.packing:
+        return
+    if cfg.task != "causal-lm":
+        raise ConfigError(
+            [
+                (
+                    "data.packing",
+                    f"packing is for causal-lm; {cfg.task} rows are scored one by one",
+                    "set data.packing: false",
+                )
+            ]
+        )
+    methods = trial_values(cfg, "method")
+    if "prompt-tuning" in methods.values:
+        raise ConfigError(
+            [
+                (
+                    methods.field,
+                    "prompt tuning's virtual tokens cannot open every packed row",
+                    "set data.packing: false, or use another fine-tuning method",
+                )
+            ]
+        )
+
+
+def check_chat_template(cfg: SweepConfig) -> None:
+    """Chat and alpaca rows need a chat template: data.chat_template's (its Jinja must parse), or the model's own
+    (read from the tokenizer, or from a GGUF file's metadata without loading the file)."""
+    field, fix = "data.chat_template", "set data.chat_template: chatml (or a Jinja chat template)"
+    configured = cfg.data.chat_template
+    if configured is not None:
+        import jinja2
+
+        from trainer.chat import TEMPLATES
+
+        try:
+            jinja2.Environment().parse(TEMPLATES.get(configured, configured))
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(
+                [
+                    (
+                        field,
+                        f"the template does not parse: {exc.message} (line {exc.lineno})",
+                        "fix the Jinja template, or use chatml",
+                    )
+                ]
+            ) from None
+        return
+    from trainer.model import load_tokenizer, locate
+
+    where, gguf = locate(cfg.model)
+    if gguf:
+        own = gguf_string(str(Path(where) / gguf), "tokenizer.chat_template")
+    else:
+        own = getattr(load_tokenizer(cfg.model), "chat_template", None)
+    if not own:
+        raise ConfigError([(field, f"{cfg.data.format} rows need a chat template and {cfg.model.path} has none", fix)])
+
+
+# GGUF metadata value types with a fixed size in bytes (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_string(path: str, key: str) -> str | None:
+    """A string from a GGUF file's metadata, skipping past the rest (the vocabulary's arrays included) without
+    parsing it: gguf's reader and transformers parse every field, seconds for a small model."""
+    import struct
+
+    with open(path, "rb") as f:
+
+        def number(fmt: str):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def skip(kind: int) -> None:
+            if kind == _GGUF_STRING:
+                f.seek(number("<Q"), 1)
+            elif kind == _GGUF_ARRAY:
+                elem, count = number("<I"), number("<Q")
+                if elem in _GGUF_SIZES:
+                    f.seek(_GGUF_SIZES[elem] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(elem)
+            else:
+                f.seek(_GGUF_SIZES[kind], 1)
+
+        if f.read(4) != b"GGUF" or number("<I") < 2:
+            return None
+        number("<Q")  # tensor count
+        for _ in range(number("<Q")):
+            name = f.read(number("<Q")).decode("utf-8", "replace")
+            kind = number("<I")
+            if name == key and kind == _GGUF_STRING:
+                return f.read(number("<Q")).decode("utf-8")
+            skip(kind)
+    return None
 
 
 def fit_spec(

@@ -12,7 +12,7 @@ parameter P on each of N GPUs, 16-bit training with fp32 master copies and Adam'
 
 fp32 training has no master copy: 4 (params) + 4 (grads) + 8 (moments). SGD keeps one moment, not two. A
 method that trains a part (partial, lora, prompt-tuning) keeps every weight but gradients and optimizer state only
-for what it trains.
+for what it trains; a 4-bit base (model.quantization) keeps its frozen weights at NF4's ~0.52 bytes each.
 
 Activations per micro-batch b, sequence length s, hidden size h, a heads, L layers (Korthikanti et al. 2022,
 "Reducing activation recomputation in large transformer models", no tensor parallelism), in bytes at 16-bit:
@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from sweeps.config import SweepConfig
 from sweeps.preflight.model import model_config
 from sweeps.search.space import trial_values
+from trainer.methods import lora_targets
 
 GIB = 2**30
 
@@ -57,6 +58,11 @@ GPU_MEMORY_GIB = {
     "RTX-PRO-6000": 96,
     "AMD-Instinct-MI300X-OAM": 192,
 }
+
+# NF4 with double-quantised constants: 4 bits per weight plus about 0.127 bits of scales (QLoRA, Dettmers et al.).
+NF4_BYTES = 4.127 / 8
+# Linear modules per block that PEFT's all-linear adapts in a Llama-style block (q, k, v, o, gate, up, down).
+LORA_ALL_LINEAR = 7
 
 # The CUDA context, NCCL and DeepSpeed's communication buckets: about this much on every GPU whatever the model.
 OVERHEAD_BYTES = 1 * GIB
@@ -83,6 +89,7 @@ class Setup:
     seq_len: int
     checkpointing: bool = False
     eager_attention: bool = False
+    quantized: bool = False  # a 4-bit (NF4) frozen base: about half a byte per weight, the trained ones 16-bit
 
 
 def model_states(s: Setup) -> dict[str, float]:
@@ -92,6 +99,8 @@ def model_states(s: Setup) -> dict[str, float]:
     weight, grad = (2, 2) if s.bits16 else (4, 4)
     # fp32 grads + fp32 master weights exist beside the 16-bit ones only in mixed precision
     state = moments + (8 if s.bits16 else 0)  # per trainable parameter, on the optimizer's side
+    if s.quantized:  # ZeRO 0-2 only (pre-flight refuses ZeRO-3): the packed base plus the 16-bit adapters
+        return {"parameters": NF4_BYTES * (p - t) + weight * t, "gradients": grad * t, "optimizer states": state * t}
     if s.stage == 0:
         out = {"parameters": weight * p, "gradients": grad * t, "optimizer states": state * t}
     elif s.stage in (1, 2):
@@ -133,8 +142,6 @@ def estimate(s: Setup) -> dict[str, float]:
 
 def setups(cfg: SweepConfig) -> list[Setup]:
     """One Setup per combination of the searched (or fixed) values that change memory, at the largest batch."""
-    from trainer.config import TrainConfig
-
     c = model_config(cfg)
     get = lambda *keys, default=0: next((getattr(c, k) for k in keys if getattr(c, k, None)), default)  # noqa: E731
     h = get("hidden_size", "n_embd", "d_model", default=1)
@@ -143,17 +150,17 @@ def setups(cfg: SweepConfig) -> list[Setup]:
     params = count_parameters(cfg)
     largest = max(vocab * h, h * get("intermediate_size", "n_inner", default=4 * h))
     values = lambda path: sorted(set(trial_values(cfg, path).values), key=str)  # noqa: E731
-    # Fields other parts of issue 20 add: counted as soon as the config has them.
-    checkpointing = "gradient_checkpointing" in TrainConfig.model_fields and any(values("train.gradient_checkpointing"))
-    eager = getattr(cfg.model, "attn_implementation", "sdpa") == "eager"
     out = []
-    for stage, off_opt, off_par, precision, method, optimizer in itertools.product(
+    for stage, off_opt, off_par, precision, method, optimizer, checkpointing, kernel, quant in itertools.product(
         values("deepspeed.zero_stage"),
         values("deepspeed.offload_optimizer"),
         values("deepspeed.offload_params"),
         values("deepspeed.precision"),
         values("model.method"),
         values("train.optimizer"),
+        values("train.gradient_checkpointing"),
+        values("model.attn_implementation"),
+        values("model.quantization"),
     ):
         if (off_par and stage != 3) or (off_opt and stage == 0):
             continue  # DeepSpeedConfig refuses these: no trial runs them
@@ -176,7 +183,8 @@ def setups(cfg: SweepConfig) -> list[Setup]:
                 batch=trial_values(cfg, "batch_size").max,
                 seq_len=cfg.model.max_length,
                 checkpointing=checkpointing,
-                eager_attention=eager,
+                eager_attention=kernel == "eager",
+                quantized=quant == "4bit" and method == "lora",
             )
         )
     return out
@@ -237,7 +245,8 @@ def _trainable(cfg: SweepConfig, method: str, params: int, h: int, layers: int) 
     if method == "partial":
         return params * min(max(trial_values(cfg, "top_layers").values), layers) // layers
     if method == "lora":  # A (r x in) and B (out x r) per adapted module; PEFT's default adapts two per block
-        targets = len(cfg.model.lora.target_modules or ()) or 2
+        named = lora_targets(cfg.model.lora)
+        targets = len(named) if isinstance(named, list) else LORA_ALL_LINEAR if named else 2
         return 2 * max(trial_values(cfg, "lora_rank").values) * h * targets * layers
     return max(trial_values(cfg, "prompt_tokens").values) * h
 
@@ -274,6 +283,8 @@ def explain(cfg: SweepConfig, resources: dict | None = None) -> dict:
             "micro_batch": s.batch,
             "seq_len": s.seq_len,
             "gradient_checkpointing": s.checkpointing,
+            "attention": "eager (keeps the scores)" if s.eager_attention else "fused (sdpa / flash-attention)",
+            "base_weights": "4-bit NF4" if s.quantized else "as trained",
         },
     }
 
@@ -315,8 +326,6 @@ def memory_problems(cfg: SweepConfig, resources: dict | None) -> list[tuple[str,
 def _fixes(cfg: SweepConfig, s: Setup, have: float) -> list[tuple[str, str, float]]:
     """(field, change, estimate) in order: ZeRO-3, offload, checkpointing, smaller batch (each on top of the ones
     before), then more GPUs at the trial's own settings."""
-    from trainer.config import TrainConfig
-
     field = lambda key: trial_values(cfg, key).field  # noqa: E731
     steps, now = [], s
     for key, change, applies, new in (
@@ -324,10 +333,10 @@ def _fixes(cfg: SweepConfig, s: Setup, have: float) -> list[tuple[str, str, floa
         ("deepspeed.offload_optimizer", "true", not now.offload_optimizer, {"offload_optimizer": True}),
         ("deepspeed.offload_params", "true", not now.offload_params, {"offload_params": True}),
     ):
-        if applies and estimate(now)["total"] > have:
+        if applies and not now.quantized and estimate(now)["total"] > have:  # a 4-bit base: ZeRO 0-2, on the GPU
             now = replace(now, **new)
             steps.append((field(key), change, estimate(now)["total"]))
-    if not now.checkpointing and "gradient_checkpointing" in TrainConfig.model_fields and estimate(now)["total"] > have:
+    if not now.checkpointing and estimate(now)["total"] > have:
         now = replace(now, checkpointing=True)
         steps.append((field("train.gradient_checkpointing"), "true", estimate(now)["total"]))
     if estimate(now)["total"] > have and now.batch > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sweeps.config import SweepConfig
 from sweeps.search.space import can_apply, trial_values
+from trainer.methods import lora_targets
 from zerotune.errors import ConfigError, problem
 
 # Architectures whose position ids start after the padding index (RoBERTa's "padding_idx + 1"): they use
@@ -58,7 +59,8 @@ def model_problems(cfg: SweepConfig) -> list[tuple[str, str, str]]:
     from trainer.model import load_tokenizer
 
     config, gguf_tokens = _read(cfg)
-    problems = _position_problems(cfg, config) + _method_problems(cfg, config)
+    problems = _position_problems(cfg, config) + _method_problems(cfg, config) + _attention_problems(cfg, config)
+    problems += precision_problems(cfg)
     if gguf_tokens is None:
         tokenizer = load_tokenizer(cfg.model)
         size, specials = len(tokenizer), len(tokenizer.all_special_tokens)
@@ -132,8 +134,8 @@ def _method_problems(cfg: SweepConfig, config) -> list:
                 f"use top_layers <= {layers}",
             )
         )
-    targets = cfg.model.lora.target_modules
-    if targets and can_apply(cfg, "lora_rank"):
+    targets = lora_targets(cfg.model.lora)
+    if isinstance(targets, list) and can_apply(cfg, "lora_rank"):  # a list of names (a preset's included)
         modules = _modules(cfg, config)
         # PEFT's rule for a list of names: a module matches when its name is the target or ends in ".target".
         unknown = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in modules)]
@@ -142,27 +144,104 @@ def _method_problems(cfg: SweepConfig, config) -> list:
             leaves = sorted(
                 {n.rsplit(".", 1)[-1] for n, m in modules.items() if n and m._parameters.get("weight") is not None}
             )
+            preset = cfg.model.lora.target_modules
             problems.append(
                 (
                     "model.lora.target_modules",
-                    f"no module of the model is named {unknown}",
-                    f"use module names of this architecture, e.g. {', '.join(leaves)}",
+                    f"no module of the model is named {unknown}"
+                    + (f" (preset {preset} is for Llama/Qwen/Mistral-style models)" if isinstance(preset, str) else ""),
+                    f"use module names of this architecture, e.g. {', '.join(leaves)}, or the preset all-linear",
                 )
             )
     return problems
 
 
+def _attention_problems(cfg: SweepConfig, config) -> list:
+    """model.attn_implementation: flash-attention needs GPU workers and its package (checked on this driver, which
+    runs the same image as the workers), and the model's class must implement the kernel (what transformers
+    asserts when it loads the weights, read here from the class)."""
+    import importlib.util
+
+    kernel, field = cfg.model.attn_implementation, "model.attn_implementation"
+    problems = []
+    if kernel == "flash_attention_2" and not cfg.scaling.use_gpu:
+        problems.append((field, "flash_attention_2 runs on GPUs only", "use sdpa (or set scaling.use_gpu: true)"))
+    elif kernel == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        problems.append(
+            (field, "the flash_attn package is not installed", "install flash-attn in the workers' image, or use sdpa")
+        )
+    flag = {"sdpa": "_supports_sdpa", "flash_attention_2": "_supports_flash_attn"}.get(kernel)
+    cls = _model_class(cfg, config)
+    if flag and cls is not None and not getattr(cls, flag, False):
+        other = "eager" if kernel == "sdpa" else "sdpa" if cls._supports_sdpa else "eager"
+        problems.append((field, f"{cls.__name__} does not implement {kernel} attention", f"use {other}"))
+    return problems
+
+
+def precision_problems(cfg: SweepConfig) -> list:
+    """model.torch_dtype against every precision a trial can run at, and the 4-bit base's requirements."""
+    import importlib.util
+
+    from trainer.model import dtype_precision
+
+    problems = []
+    dtype, gpu = cfg.model.torch_dtype, cfg.scaling.use_gpu
+    precisions = trial_values(cfg, "deepspeed.precision")
+    # auto trains fp32 on CPU; on GPUs bf16 or fp16 by the GPU (an fp16-only GPU with bfloat16 weights: the worker)
+    resolved = {p if p != "auto" else ("bf16" if gpu else "fp32") for p in precisions.values}
+    wrong = sorted(resolved - {dtype_precision(dtype)}) if dtype not in ("auto", "float32") else []
+    if wrong:  # fp32 weights suit every precision (DeepSpeed casts them); 16-bit ones only their own
+        problems.append(
+            (
+                "model.torch_dtype",
+                f"{dtype} weights cannot train under {'/'.join(wrong)} precision",
+                f"use model.torch_dtype: auto, or {precisions.field}: {dtype_precision(dtype)}",
+            )
+        )
+    if cfg.model.quantization == "4bit":
+        q = "model.quantization"
+        if not gpu:
+            problems.append((q, "4-bit weights need GPUs (bitsandbytes)", "set scaling.use_gpu: true, or use none"))
+        elif importlib.util.find_spec("bitsandbytes") is None:
+            problems.append((q, "the bitsandbytes package is not installed", "install bitsandbytes, or use none"))
+        stages = trial_values(cfg, "zero_stage")
+        if 3 in stages.values:
+            problems.append((stages.field, "ZeRO-3 cannot partition 4-bit weights", "use ZeRO 0-2 with a 4-bit base"))
+        offload = trial_values(cfg, "deepspeed.offload_params")
+        if True in offload.values:
+            problems.append((offload.field, "4-bit weights cannot be offloaded", "keep parameters on the GPU: false"))
+    return problems
+
+
+def _model_class(cfg: SweepConfig, config):
+    """The transformers class the task loads this config into (None: transformers does not map it)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForCausalLM if cfg.task == "causal-lm" else AutoModelForSequenceClassification
+    try:
+        return auto._model_mapping[type(_config_object(config))]
+    except (KeyError, ValueError):
+        return None
+
+
 def _modules(cfg: SweepConfig, config) -> dict:
     """The modules of the model the task builds, by name, on the meta device (no memory, no weights)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    if not hasattr(config, "to_dict"):  # read as is (config.json, GGUF metadata): build the config object
-        fields = {k: v for k, v in vars(config).items() if k != "model_type"}
-        config = AutoConfig.for_model(config.model_type, **fields)
     cls = AutoModelForCausalLM if cfg.task == "causal-lm" else AutoModelForSequenceClassification
     with torch.device("meta"):
-        return dict(cls.from_config(config).named_modules())
+        return dict(cls.from_config(_config_object(config)).named_modules())
+
+
+def _config_object(config):
+    """A transformers config object of a config read as is (config.json, GGUF metadata)."""
+    from transformers import AutoConfig
+
+    if hasattr(config, "to_dict"):
+        return config
+    fields = {k: v for k, v in vars(config).items() if k != "model_type"}
+    return AutoConfig.for_model(config.model_type, **fields)
 
 
 def _first_line(exc: BaseException) -> str:

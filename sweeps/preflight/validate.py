@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cluster.capacity import Capacity
 from sweeps.config import SweepConfig
 from sweeps.layout import check_writable, sweep_uri
-from sweeps.preflight.checks import check_fit
+from sweeps.preflight.checks import check_fit, describe_resources
 from sweeps.preflight.data import prepare_sweep
 from sweeps.preflight.model import check_model
 from sweeps.search.folds import Folds
@@ -21,11 +22,11 @@ from trainer.data import Examples
 class Preflight:
     examples: Examples
     folds: Folds
-    resources: dict | None
+    resources: dict | Capacity | None
     checks: list[str]  # what passed, for people
 
 
-def preflight(cfg: SweepConfig, *, resources: Callable[[], dict | None]) -> Preflight:
+def preflight(cfg: SweepConfig, *, resources: Callable[[], dict | Capacity | None]) -> Preflight:
     """Data, folds and model (its tokenizer and config read, no weights), then `resources()` (called only once those
     passed) against the fit."""
     examples, folds = prepare_sweep(cfg)
@@ -42,21 +43,30 @@ def preflight(cfg: SweepConfig, *, resources: Callable[[], dict | None]) -> Pref
         f"batches fit {cfg.scaling.num_workers} workers",
     ]
     if have is not None:
-        checks.append(f"cluster has {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs")
+        checks.append(describe_resources(have))
     return Preflight(examples=examples, folds=folds, resources=have, checks=checks)
 
 
 def validate(cfg: SweepConfig, *, address: str | None = None) -> dict:
     """`zerotune sweep validate`: the pre-flight of `sweep run`, plus a storage probe that leaves nothing behind."""
-    from cluster.local import connect, local_resources
+    from cluster.local import local_resources
 
-    # With no address, `sweep run` starts an embedded Ray sized to this machine: check against that.
+    # With no address, `sweep run` starts an embedded Ray sized to this machine: check against that. With one, against
+    # the cluster's ceiling (cluster.capacity), not only the nodes up now.
     result = preflight(
-        cfg, resources=lambda: connect(address=address) if address else local_resources(gpus=cfg.scaling.use_gpu)
+        cfg,
+        resources=lambda: _ceiling(address) if address else local_resources(gpus=cfg.scaling.use_gpu),
     )
     uri = sweep_uri(cfg)
     _probe_leaving_nothing(uri)
     return {"ok": True, "checks": [*result.checks, f"storage writable: {uri}"]}
+
+
+def _ceiling(address: str) -> Capacity:
+    from cluster.local import cluster_capacity, connect
+
+    connect(address=address)
+    return cluster_capacity()
 
 
 def _probe_leaving_nothing(uri: str) -> None:

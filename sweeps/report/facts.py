@@ -19,6 +19,7 @@ from zerotune.errors import ConfigError, StorageError
 SCHEMA_VERSION = 1
 FORMATS = ("html", "md", "json")
 TOP_TRIALS = 8
+SAMPLES = 3  # sample generations shown per fold
 
 
 def report_facts(sweep_uri: str) -> dict:
@@ -299,6 +300,9 @@ def _best(cfg, best: dict | None) -> dict | None:
         "duration_s": best.get("duration_s"),
         "worker_seconds": best.get("worker_seconds"),
         "gpu_hours": best.get("gpu_hours"),
+        "generations": [  # train.generate_eval: each fold's first sample generations
+            {"fold": f["fold"], **g} for f in best["folds"] for g in f["metrics"].get("generations", [])[:SAMPLES]
+        ],
     }
 
 

@@ -65,6 +65,8 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         out.append(("Best trial", ["fold", "train rows", "val rows", *names], rows, intro))
         cfg_rows = [[group, _fmt(values)] for group, values in best["config"].items()]
         out.append(("Best trial: effective config", ["group", "values"], cfg_rows, None))
+        if best.get("generations"):
+            out.append(_generations(best["generations"]))
     refit = facts.get("refit")
     if refit:
         rows = [[r["metric"], _fmt(r["cv_mean"]), _fmt(r["cv_std"]), _fmt(r["test"])] for r in refit["compare"]]
@@ -144,6 +146,19 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
     else:
         out.append(("Parameter importances", [], [], imp["note"]))
     return out
+
+
+def _generations(samples: list[dict]) -> tuple[str, list[str], list[list[str]], str]:
+    """The best trial's sample generations (train.generate_eval), long texts cut short."""
+
+    def cut(text: str, most: int = 160) -> str:
+        return text if len(text) <= most else text[: most - 1] + "…"
+
+    rows = [
+        [str(g["fold"]), str(g["row"]), cut(g["prompt"]), cut(g["reference"]), cut(g["generated"])] for g in samples
+    ]
+    intro = "Greedy generations from validation rows' prompts, against their reference responses (first rows per fold)."
+    return ("Best trial: sample generations", ["fold", "row", "prompt", "reference", "generated"], rows, intro)
 
 
 def _params_range(m: dict) -> str:

@@ -141,6 +141,8 @@ def collect(
         )
         for tid in ids
     ]
+    if grid is None:  # a status read while a run may be going on (and refreshing its pending record)
+        trials = _with_waiting(sweep, trials)
     done = [t for t in trials if t["state"] == TrialState.COMPLETED.value]
     best = best_of(done, lambda t: t["mean"], cfg.mode)
     if best is not None:
@@ -169,6 +171,19 @@ def collect(
         summary["train_eval_s"] = round(work, 1)
         summary["orchestration_share"] = round(max(0.0, 1 - work / wall_s), 3) if wall_s else None
     return summary
+
+
+def _with_waiting(sweep: SweepDir, trials: list[dict]) -> list[dict]:
+    """Unfinished trials the running sweep's pending record names are `pending`, with what they wait for."""
+    from sweeps.search.pending import read_waiting
+
+    waiting = read_waiting(sweep)
+    return [
+        {**t, "state": TrialState.PENDING.value, "reason": waiting[t["trial_id"]]}
+        if t["trial_id"] in waiting and t["state"] == TrialState.UNFINISHED.value
+        else t
+        for t in trials
+    ]
 
 
 def _has_folds(sweep: SweepDir, trial_id: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweeps.layout import SweepDir
+from sweeps.layout import SweepDir, TrialState
 from trainer.storage import join
 from zerotune.errors import StorageError
 
@@ -33,4 +33,18 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
     # Trials are re-read every time (a resumed sweep may be running);
     # timing facts only the run knew come from the summary.
     saved = found.read(found.summary, {})
-    return {**saved, **collect(found.uri, cfg=saved_config(found), finished=bool(saved))}
+    status = {**saved, **collect(found.uri, cfg=saved_config(found), finished=bool(saved))}
+    for trial in status["trials"]:
+        trial["progress"] = _progress(found, trial)
+    return status
+
+
+def _progress(sweep: SweepDir, trial: dict) -> dict | None:
+    """Where a trial that has not ended got to (fold, epoch, optimizer step), from its fit's progress record."""
+    if trial["state"] not in (TrialState.UNFINISHED, TrialState.INTERRUPTED):
+        return None
+    try:
+        progress = sweep.trial(trial["trial_id"]).records.progress()
+    except StorageError:  # being written, or damaged: the rest of the status still shows
+        return None
+    return {**progress.to_json(), "where": progress.where()} if progress else None

@@ -15,7 +15,7 @@ import time
 from sweeps import lease
 from sweeps.config import SweepConfig
 from sweeps.layout import SweepDir, check_trusted, check_writable
-from sweeps.preflight.checks import max_concurrent
+from sweeps.preflight.checks import max_concurrent, trial_bundles
 from sweeps.preflight.data import encode, fingerprint
 from sweeps.preflight.validate import preflight
 from sweeps.results.collect import collect, live_trials
@@ -58,8 +58,11 @@ def run_sweep(
     `retry_failed`: a resumed sweep runs its failed trials again (sweeps.search.tuner.restore_tuner)."""
     from ray import tune
 
-    from cluster.local import connect, free_resources
-    from sweeps.search.trial import run_trial
+    from cluster.local import cluster_capacity, connect
+    from cluster.scale import requested
+    from sweeps.search.pending import pending_watch
+    from sweeps.search.study import sync_study
+    from sweeps.search.trial import run_trial, trial_actor_resources
     from sweeps.search.tuner import new_tuner, restore_tuner
     from sweeps.search.watch import StorageWatch, raise_if_storage_broke
     from trainer.storage import filesystem
@@ -70,7 +73,12 @@ def run_sweep(
     # A resumed sweep runs the configuration it started with: any other change is refused here, before anything
     # runs or is written; the allowed ones are applied below.
     changes = resume_changes(saved, cfg, config_path=sweep.config) if saved is not None else []
-    checked = preflight(cfg, resources=lambda: connect(address=address, worker_logs=progress))
+
+    def ceiling():
+        connect(address=address, worker_logs=progress)
+        return cluster_capacity()  # what the cluster can grow to, not only the nodes up now
+
+    checked = preflight(cfg, resources=ceiling)
     examples, folds = checked.examples, checked.folds
     # One writer per sweep (sweeps.lease): taken once pre-flight passed, before the first write; released however
     # the run ends (a SIGKILLed driver's is taken over by the next run).
@@ -107,12 +115,18 @@ def run_sweep(
         )
 
         trainable = tune.with_parameters(run_trial, cfg=cfg, sweep_uri=sweep.uri, encoded=encoded, folds=folds.folds)
-        # The trial actor only waits on its worker group, which holds the real CPUs/GPUs;
-        # Tune refuses an empty request, so it asks for a sliver (local Ray adds one CPU for these).
-        trainable = tune.with_resources(trainable, {"cpu": 0.001})
+        trainable = tune.with_resources(trainable, trial_actor_resources())
         fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
-        concurrent = max_concurrent(cfg, free_resources())
-        callbacks = [StorageWatch(sweep.uri, lease=held)]  # stops the run should another take the sweep over
+        capacity = checked.resources
+        concurrent = max_concurrent(cfg, capacity)
+        # One bundle per worker of each trial that may run at once: the autoscaler starts those nodes now, while the
+        # first trial is placed, instead of one trial's worth at a time as placement groups wait.
+        asks = trial_bundles(cfg)
+        log.warning("sweep %s: %d trials at once; %s", cfg.name, concurrent, capacity.describe())
+        callbacks = [
+            StorageWatch(sweep.uri, lease=held),  # stops the run should another take the sweep over
+            pending_watch(sweep.uri, asks=asks, ceiling=capacity.describe(), requested=capacity.autoscaling),
+        ]
         if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
             log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
             check_trusted(sweep.uri)  # restoring unpickles what is stored there
@@ -140,16 +154,19 @@ def run_sweep(
             )
         fit_started = time.monotonic()
         try:
-            grid = tuner.fit()
+            with requested(asks * concurrent, autoscaling=capacity.autoscaling):  # withdrawn as the run ends
+                grid = tuner.fit()
         except Exception:
             raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
             raise
+        sync_study(cfg)  # where the driver keeps the study's file, the stored copy as this run ends
         raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
         budget = cfg.search.time_budget_s
         budget_spent = budget is not None and time.monotonic() - fit_started >= budget
         interrupted = ended_early(sweep, grid, cfg.search.num_trials, budget_spent=budget_spent)
         summary = collect(sweep.uri, cfg=cfg, grid=grid, wall_s=time.time() - started, interrupted=interrupted)
         summary["tokenize_s"] = round(tokenize_s, 3)  # the driver's one tokenisation pass; workers index into it
+        summary["concurrency"] = {"trials": concurrent, "source": capacity.source, "ceiling": capacity.describe()}
         summary["resumed"] = saved is not None
         summary["applied_changes"] = [c.to_json() for c in changes]
         sweep.write(sweep.summary, summary)

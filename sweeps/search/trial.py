@@ -20,7 +20,6 @@ from zerotune.errors import TrainingError
 
 def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds: list) -> None:
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainer.launch import Fit, build_trainer
 
@@ -42,7 +41,7 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
         scaling=cfg.scaling,
         name=trial.run_name,
         storage_path=trial.uri,
-        callbacks=[TuneReportCallback()],
+        callbacks=[epoch_reports()],
     )
     result = trainer.fit()
     oom = trial.records.oom()
@@ -52,6 +51,41 @@ def run_trial(params: dict, *, cfg: SweepConfig, sweep_uri: str, encoded, folds:
         details = [oom.error] if oom is not None else []
         details += [str(result.error)[:2000]] if result.error is not None else []
         raise TrainingError("\n".join([f"trial {trial_id} {ended}", *details]))
+
+
+def trial_actor_resources():
+    """Where each trial actor runs: on the driver's node (the head, for a job), holding no CPU.
+
+    The trial actor (and the Ray Train controller, which Ray pins to its node) only waits on its worker group, which
+    holds the real CPUs/GPUs. Anywhere else, losing that worker node would kill the trial with its workers, instead of
+    restarting only the worker group from its checkpoint; and a head with 0 CPUs (as on KubeRay) could not hold a CPU
+    sliver. Tune refuses an empty request: the actor asks for one byte of Ray's `memory` resource, which every node
+    has."""
+    import ray
+    from ray._raylet import RAY_NODE_ID_KEY
+    from ray.tune import PlacementGroupFactory
+
+    driver_node = ray.get_runtime_context().get_node_id()
+    return PlacementGroupFactory([{"memory": 1}], bundle_label_selector=[{RAY_NODE_ID_KEY: driver_node}])
+
+
+def epoch_reports():
+    """Ray's TuneReportCallback (each Train report becomes a Tune result), less the reports of mid-epoch
+    checkpoints (train.checkpoint_every_steps): Tune, its schedulers and the searcher see one result per epoch."""
+    return epoch_reports_class()()
+
+
+def epoch_reports_class() -> type:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainer.epoch_end import MID_EPOCH
+
+    class EpochReports(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if not (metrics and MID_EPOCH in metrics[0]):
+                super().after_report(run_context, metrics, checkpoint)
+
+    return EpochReports
 
 
 def finished_before(records: list[FoldRecord], folds: list) -> bool:

@@ -41,7 +41,21 @@ class ResumedSearch(SearchGenerator):
         self.searcher.set_max_concurrency(self.concurrent)
 
 
+def keep_credentials_out_of_trial_actors() -> None:
+    """Stop Tune from copying the driver's AWS keys into every trial actor's runtime_env.
+
+    Tune (ray.tune.execution.class_cache) adds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens to the
+    trial actors' runtime_env, which Ray writes to its runtime_env_agent.log and keeps in its actor table (the
+    dashboard's): the secret would outlive the sweep in logs. Trial actors run on the driver's node and, as the
+    training workers always do, take credentials from the node's environment or the SDK's chain instead."""
+    from ray.tune.execution import class_cache
+
+    secrets = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - secrets  # read at each actor class
+
+
 def new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):
+    keep_credentials_out_of_trial_actors()
     return tune.Tuner(
         trainable,
         param_space={},  # the searcher holds the space (define-by-run: conditional dimensions)
@@ -72,6 +86,7 @@ def restore_tuner(
     """The saved experiment with its finished trials kept and its unfinished ones resumed (same trial, from its
     last checkpoint). `retry_failed`: each failed trial runs again from scratch as a new trial with the same
     parameters, as Optuna's RetryFailedTrialCallback re-queues one (the failed attempt stays on record)."""
+    keep_credentials_out_of_trial_actors()
     tuner = tune.Tuner.restore(
         tune_path,
         trainable=trainable,  # this run's config: the allowed changes (checkpointing) reach the trials through it

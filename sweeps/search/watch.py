@@ -18,7 +18,11 @@ def storage_problem(uri: str, lease=None) -> str | None:
     """Why the sweep directory can no longer be used by this run (holding `lease`), or None if it still can."""
     if lease is not None and lease.lost:
         return "was taken over by another run (this run's lease went stale: see storage.lease_timeout_s)"
-    if not SweepDir(uri).exists():
+    try:
+        gone = not SweepDir(uri).exists()
+    except StorageError as exc:  # an object store that does not answer (outage, network, credentials)
+        return f"became unreachable ({exc.message})"
+    if gone:
         return "disappeared (its config.json is gone)"
     try:
         write_probe(uri)

@@ -173,3 +173,16 @@ def test_sgd_runs_under_zero_but_not_with_optimizer_offload():
     offload = {"zero_stage": 2, "offload_optimizer": True}
     [(field, message, fix)] = _problems({**BASE, "train": {"optimizer": "sgd"}, "deepspeed": offload})
     assert field == "train.optimizer" and "offload_optimizer" in message and fix
+
+
+def test_generation_needs_instruction_data_and_its_metrics_need_generation():
+    lm = {"path": "x.csv", "prompt_column": "q", "response_column": "a"}
+    cfg = load_config(
+        raw={"task": "causal-lm", "data": lm, "train": {"generate_eval": True}, "search": {"metric": "rouge_l"}}
+    )
+    assert (cfg.metric, cfg.mode) == ("rouge_l", "max")  # selectable like any registry metric
+    [(field, message, fix)] = _problems({"task": "causal-lm", "data": lm, "search": {"metric": "exact_match"}})
+    assert field == "search.metric" and fix == "set train.generate_eval: true"
+    for task, data in (("causal-lm", {"path": "x.csv"}), ("classification", {"path": "x.csv"})):
+        [(field, message, fix)] = _problems({"task": task, "data": data, "train": {"generate_eval": True}})
+        assert field == "train.generate_eval" and "prompt_column" in fix

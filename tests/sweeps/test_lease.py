@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,44 +28,14 @@ RUNNER = Path(__file__).with_name("lease_runner.py")
 FAST = {"settle_s": 0.1}  # the settle wait is for claims written at the same moment; tests need little of it
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on a free port, with a bucket; the environment that points pyarrow (here and in the
-    runner processes) at it. Installed by the Makefile with --no-deps, not through the dev extra: botocore pins
-    python-dateutil<3 and the kubernetes client needs >=3 (moto runs fine with it, pip cannot resolve both)."""
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    pafs.S3FileSystem(
-        endpoint_override=f"{host}:{port}",
-        scheme="http",
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-        allow_bucket_creation=True,
-    ).create_dir("sweeps")
-    yield env
-    server.stop()
-
-
 @pytest.fixture(params=["local", "s3"])
 def sweep_uri(request, tmp_path, monkeypatch):
     if request.param == "local":
         return str(tmp_path / "sweep")
-    for key, value in request.getfixturevalue("s3_server").items():
+    server = request.getfixturevalue("s3_server")  # tests/conftest.py
+    for key, value in server.env.items():
         monkeypatch.setenv(key, value)
-    return f"s3://sweeps/{uuid.uuid4().hex}/sweep"
+    return server.uri("sweep")
 
 
 class Runner:

@@ -190,3 +190,14 @@ def test_folds_recorded_after_the_checkpoint_are_not_run_again(tmp_path):
     assert past_recorded_folds(mid_fold_1, records, [[0, 1], [9], [4, 5]], exported=False) == mid_fold_1
     records.write_fold(dataclasses.replace(fold[1], diverged={"fold": 1, "epoch": 0, "step": 3, "loss": "nan"}))
     assert past_recorded_folds(mid_fold_1, records, val_rows, exported=False) == mid_fold_1
+
+
+def test_a_mid_epoch_checkpoint_resumes_inside_its_epoch_with_the_steps_done(tmp_path):
+    """train.checkpoint_every_steps: the epoch so far (its micro-batches' losses, times, tokens) comes back with the
+    engine, so the restarted epoch continues at its next micro-batch; the fold's earlier epochs' step losses too."""
+    partial = {"losses": [2.5, 2.25, 2.0], "step_times": [0.1, 0.1, 0.1], "tokens": 30, "padded_tokens": 36}
+    mid = dataclasses.replace(SAVED, epoch=1, step_losses=((3.0, 2.75),), partial=partial)
+    assert Saved.from_json(json.loads(json.dumps(mid.to_json()))) == mid
+    state = restore(_checkpoint(tmp_path / "c", mid))
+    assert (state.fold, state.epoch, state.partial) == (1, 1, partial) and state.step_losses == ((3.0, 2.75),)
+    assert restore(_checkpoint(tmp_path / "epoch-end", SAVED)).partial is None

@@ -200,3 +200,22 @@ def test_sentence_pairs_train_with_the_segment_ids_the_tokenizer_gives(tiny_bert
     assert batch["token_type_ids"][0].max() == 1  # the pair's segment is there
     single = tokenize(to_examples(df, _cfg("x"), "classification", seed=0, min_per_class=1), tok, "classification", 32)
     assert not single.paired and "token_type_ids" not in collate(single, np.array([0, 1]), "classification")
+
+
+def test_causal_lm_rows_carry_one_loss_mask_and_a_cut_answer_keeps_a_label(tiny_gpt2_dir):
+    """Plain text: every token is in the loss; a prompt that fills max_length leaves its last token as the only
+    label (a batch with no label has a NaN loss) and generation would continue from there."""
+    from trainer.config import ModelConfig
+    from trainer.model import load_tokenizer
+
+    tok = load_tokenizer(ModelConfig(path=str(tiny_gpt2_dir)))
+    plain = to_examples(pd.DataFrame({"text": ["hello there", "how are you"]}), _cfg("x"), "causal-lm", seed=0)
+    enc = tokenize(plain, tok, "causal-lm", 64)
+    assert all(m.all() for m in enc.loss_mask) and enc.loss_start.tolist() == [0, 0]
+    df = pd.DataFrame({"q": ["a long prompt " * 10, "hi"], "a": ["cut away", "hello"]})
+    cfg = _cfg("x", prompt_column="q", response_column="a", label_column=None)
+    enc = tokenize(to_examples(df, cfg, "causal-lm", seed=0), tok, "causal-lm", 8)
+    assert len(enc.input_ids[0]) == 8 and enc.loss_mask[0].tolist() == [False] * 7 + [True]
+    assert enc.loss_start[0] == 7 and enc.loss_start[1] == len(tok("hi\n", add_special_tokens=False)["input_ids"])
+    labels = collate(enc, np.array([0, 1]), "causal-lm")["labels"]
+    assert (labels[0] != -100).sum() == 1

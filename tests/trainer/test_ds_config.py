@@ -77,3 +77,17 @@ def test_cpu_offload_runs_deepspeeds_cpu_adam_and_the_constant_schedule_warms_up
         "type": "WarmupLR",
         "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 1e-3, "warmup_num_steps": 4, "warmup_type": "linear"},
     }
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_bf16_accumulates_gradients_in_fp32_where_deepspeed_allows_it(stage):
+    """ZeRO 1-3 take data_types.grad_accum_dtype (ZeRO 1: BF16_Optimizer); ZeRO 0 raises NotImplementedError on the
+    mix, and fp32 training has nothing to say (test_model_precision runs each stage's optimizer)."""
+
+    def build(**gpu):
+        ds = DeepSpeedConfig(zero_stage=stage)
+        return build_deepspeed_config(ds=ds, train=TrainConfig(), world_size=1, steps_per_epoch=4, **gpu)
+
+    bf16 = build(device="cuda", bf16_supported=True)
+    assert bf16["bf16"]["enabled"] and bf16.get("data_types") == (None if stage == 0 else {"grad_accum_dtype": "fp32"})
+    assert "data_types" not in build(device="cpu") and "data_types" not in build(device="cuda", bf16_supported=False)

@@ -1,6 +1,7 @@
 """Export without a cluster (trainer.export): a stand-in for the DeepSpeed engine around a tiny real model;
 the exported directory reloads and predicts what the engine predicted on the probe rows."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -36,8 +37,9 @@ def _encoded(task, n=20, seed=0):
     rng = np.random.default_rng(seed)
     ids = [rng.integers(1000, 2000, size=int(rng.integers(3, 9))).astype(np.int32) for _ in range(n)]
     if task == "causal-lm":
-        return Encoded(input_ids=ids, labels=None, loss_start=np.zeros(n, dtype=np.int32), pad_id=0, label_names=None)
-    return Encoded(input_ids=ids, labels=np.arange(n) % 3, loss_start=None, pad_id=0, label_names=["a", "b", "c"])
+        masks = [np.ones(len(i), dtype=bool) for i in ids]
+        return Encoded(input_ids=ids, labels=None, loss_mask=masks, pad_id=0, label_names=None)
+    return Encoded(input_ids=ids, labels=np.arange(n) % 3, loss_mask=None, pad_id=0, label_names=["a", "b", "c"])
 
 
 def _spec(model_dir, task, out, **extra):
@@ -102,3 +104,41 @@ def test_the_model_card_is_rewritten_with_the_specs_card(tmp_path):
     card = (tmp_path / "model" / "README.md").read_text()
     assert card == model_card(spec, _encoded("classification"))
     assert "- test metrics: f1_macro=0.9" in card and "- labels: a, b, c" in card and "`some/model`" in card
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    from tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("export-llama"), ["the cat sat on the mat", "a dog ran far"] * 4)
+
+
+def test_a_merged_lora_exports_in_bf16_and_reloads_with_the_peft_models_logits(tmp_path, llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from trainer.model import load_model
+
+    model_cfg = ModelConfig(
+        path=str(llama_dir), method="lora", lora={"target_modules": "attention+mlp"}, export_dtype="bfloat16"
+    )
+    spec = dataclasses.replace(_spec(llama_dir, "causal-lm", tmp_path / "model"), model=model_cfg)
+    torch.manual_seed(0)
+    peft = load_model(spec.model, "causal-lm")
+    with torch.no_grad():  # a trained adapter: B is zero at init, which would merge to the base model itself
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    encoded = _encoded("causal-lm")
+    encoded.input_ids[:] = [ids % peft.config.vocab_size for ids in encoded.input_ids]
+    export_model(Engine(peft), spec=spec, encoded=encoded, rank=0)
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype="auto").eval()
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())  # merged: a plain llama
+    ids = torch.tensor([encoded.input_ids[0].tolist()])
+    with torch.no_grad():
+        expected = peft.eval()(input_ids=ids).logits
+        base = load_model(ModelConfig(path=str(llama_dir)), "causal-lm")(input_ids=ids).logits
+        got = reloaded(input_ids=ids).logits.float()
+    assert (expected - base).abs().max() > 0.05  # the adapter changes the outputs ...
+    torch.testing.assert_close(got, expected, atol=0.03, rtol=0.02)  # ... and the bf16 merge keeps that change

@@ -1,9 +1,11 @@
 """The test fault hooks (trainer.faults): none unless asked for, a real allocation failure, limits restored."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,22 @@ def test_the_oom_hook_fails_torchs_allocator_as_out_of_memory():
         print(json.dumps({"oom": error is not None and is_oom(error), "mkldnn": torch.backends.mkldnn.enabled}))
     """)
     assert result == {"oom": True, "mkldnn": False}
+
+
+def test_the_pause_hook_stands_still_once_at_its_step(tmp_path, monkeypatch):
+    """A test removes a node while its worker stands at a known step; the restarted worker group runs on."""
+    monkeypatch.setattr(faults, "PAUSE_S", 0.5)
+    marker = tmp_path / "paused"
+    hook = faults.step_hook("/r", rank=0, env={faults.PAUSE_AT: f"1:0:2:{marker}"})
+    assert faults.step_hook("/r", rank=1, env={faults.PAUSE_AT: f"1:0:2:{marker}"}) is None
+    started = time.monotonic()
+    with hook(1, 0, 1, 8):
+        pass
+    assert time.monotonic() - started < 0.4 and not marker.exists()
+    with hook(1, 0, 2, 8):
+        pass
+    assert time.monotonic() - started >= 0.5 and marker.read_text() == str(os.getpid())
+    again = time.monotonic()
+    with hook(1, 0, 2, 8):
+        pass
+    assert time.monotonic() - again < 0.4

@@ -53,7 +53,18 @@ def _gpt2_cfg(tmp_path, model_dir, stage):
                 "response_column": "response",
                 "max_rows": 160,
             },
-            "train": {"learning_rate": 3e-3, "batch_size": 8, "epochs": 2, "warmup_ratio": 0.0},
+            # Generation (train.generate_eval) under ZeRO-3 on two ranks: 5 rows in batches of 2, so rank 0 runs
+            # two batches and rank 1 one and a dummy, while every forward gathers the partitioned parameters.
+            "train": {
+                "learning_rate": 3e-3,
+                "batch_size": 8,
+                "epochs": 2,
+                "warmup_ratio": 0.0,
+                "eval_batch_size": 2,
+                "generate_eval": True,
+                "generate_max_new_tokens": 4,
+                "generate_max_rows": 5,
+            },
             "deepspeed": {"zero_stage": stage},
             "scaling": {"num_workers": 2, "max_failures": 2},
             "storage": {"path": str(tmp_path), "checkpoint_every_epoch": False},
@@ -121,6 +132,9 @@ def test_gpt2_causal_lm_trains_under_zero_3(matrix):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["eval_loss"] < history[0]["eval_loss"]
     assert summary["metrics"]["perplexity"] == pytest.approx(np.exp(summary["metrics"]["eval_loss"]), rel=1e-6)
+    generated = summary["metrics"]["generations"]
+    assert summary["metrics"]["generated_rows"] == 5 and 0 <= summary["metrics"]["rouge_l"] <= 1
+    assert len(generated) == 5 and [g["row"] for g in generated] == sorted(g["row"] for g in generated)
     _reload_and_compare(Path(summary["model_dir"]), "causal-lm")
 
 

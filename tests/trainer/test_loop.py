@@ -1,6 +1,8 @@
 """The worker recipe's pieces that need no cluster: best epoch and early stopping, throughput, row shards,
 what an epoch reports, the out-of-memory record."""
 
+import dataclasses
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,3 +118,14 @@ def test_a_finished_fit_is_reported_again_from_its_records():
     assert (report.fold, report.epoch, report.folds) == (1, 2, tuple(folds))
     assert report.metrics == {"f1_macro": 0.7} and report.timings["train_s"] == 0.0 and report.trainable_params == 10
     assert report.flat()["epoch_f1_macro"] == pytest.approx(0.7)
+
+
+def test_an_epoch_so_far_round_trips_and_each_epochs_step_losses_are_kept():
+    so_far = TrainedEpoch(loss=0.0, step_times=(0.1, 0.2), tokens=20, padded_tokens=24, losses=(3.0, 2.0))
+    back = TrainedEpoch.from_json(json.loads(json.dumps(so_far.to_json())))
+    assert back.losses == (3.0, 2.0) and back.loss == 2.5 and back.step_times == (0.1, 0.2) and back.tokens == 20
+    spec, progress = _spec(), FoldProgress(step_losses=((4.0, 3.5),))
+    for epoch, losses in enumerate([(3.0, 2.0), (1.5, 1.0)], start=1):
+        result = EpochResult(epoch, dataclasses.replace(back, losses=losses), {"f1_macro": 0.5}, seconds=1.0)
+        progress = progress.add(result, result.history_entry(world=1, batch_size=2), spec)
+    assert progress.step_losses == ((4.0, 3.5), (3.0, 2.0), (1.5, 1.0)) and progress.last.epoch == 2

@@ -36,7 +36,7 @@ def test_a_bf16_regression_model_trains_on_an_fp32_loss(tiny_bert_dir):
     encoded = Encoded(
         input_ids=[rng.integers(1000, 2000, size=6).astype(np.int32) for _ in range(4)],
         labels=np.array([0.25, -1.0, 1.0, 0.5], dtype=np.float32),
-        loss_start=None,
+        loss_mask=None,
         pad_id=0,
         label_names=None,
     )

@@ -84,3 +84,30 @@ def test_prompt_tuning_cannot_be_merged():
 
     with pytest.raises(ValidationError, match="export_format"):
         ModelConfig(method="prompt-tuning", export_format="merged")
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    from tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("methods-llama"), ["the cat sat on the mat", "a dog ran far"] * 4)
+
+
+@pytest.mark.parametrize(
+    ("preset", "adapted"),
+    [
+        ("attention", {"q_proj", "k_proj", "v_proj", "o_proj"}),
+        ("attention+mlp", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+        ("all-linear", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),  # no lm_head
+    ],
+)
+def test_lora_presets_adapt_the_llamas_projections(llama_dir, preset, adapted):
+    rank, hidden, inter, layers = 2, 32, 64, 2  # tiny_models.tiny_llama
+    model = load_model(
+        ModelConfig(path=str(llama_dir), method="lora", lora={"rank": rank, "target_modules": preset}), "causal-lm"
+    )
+    names = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert names == adapted
+    size = {"gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
+    expected = layers * sum(rank * sum(size.get(m, (hidden, hidden))) for m in adapted)
+    assert _trainable(model) == expected

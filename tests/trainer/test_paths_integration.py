@@ -55,6 +55,8 @@ PATHS = {
         "causal-lm",
         {"model": {**LORA, "export_format": "adapter"}, "deepspeed": {"zero_stage": 2}},
     ),
+    # Recomputed activations (trainer.model.enable_checkpointing) through a real ZeRO-2 fit and its export.
+    "checkpointing-z2": ("causal-lm", {"train": {"gradient_checkpointing": True}, "deepspeed": {"zero_stage": 2}}),
     "offload-optimizer-z2": ("classification", {"deepspeed": {"zero_stage": 2, "offload_optimizer": True}}),
     "offload-all-z3": (
         "classification",
@@ -206,6 +208,8 @@ def test_path_trains_and_its_export_predicts_what_the_engine_did(fits, extension
     if expected_format == "merged":
         assert not (model_dir / "adapter_config.json").exists()
     model = _reload(model_dir, task, meta)
+    if task == "causal-lm":  # checkpointing turns the KV cache off for training only: the export generates with it
+        assert model.config.use_cache is True
     probe = json.loads((model_dir / "engine_predictions.json").read_text())
     assert probe["rows"]
     for row, expected in zip(probe["rows"], probe["values"], strict=True):

@@ -62,3 +62,14 @@ def test_a_damaged_record_names_its_file_and_a_write_in_flight_is_not_read(tmp_p
     with pytest.raises(StorageError) as err:
         records.folds()
     assert str(tmp_path / "fold-0.json") in err.value.message and "FoldRecord" in err.value.message
+
+
+def test_the_fits_progress_reads_back_as_last_written(tmp_path):
+    from trainer.records import FitProgress
+
+    records = FitRecords(str(tmp_path))
+    assert records.progress() is None
+    for step in (8, 16):
+        records.write_progress(FitProgress(fold=1, k=3, epoch=0, epochs=2, step=step, steps=32, time=1.0))
+    assert records.progress().step == 16
+    assert records.progress().where() == "fold 2/3 epoch 1/2 step 16/32"

@@ -182,3 +182,37 @@ def test_explain_memory_prints_the_table_and_json(tmp_path, capsys, tiny_gpt2_di
     assert main(["sweep", "validate", str(path), "--explain-memory", "--format", "json"]) == 0
     memory = json.loads(capsys.readouterr().out)["memory"]
     assert memory["gib_per_gpu"]["total"] > 0 and memory["gpu_gib"] is None  # CPU: shown, nothing refused
+
+
+# -- the issue 20 fields the estimate reads --------------------------------------------------------------------
+
+
+def test_checkpointing_and_the_attention_kernel_are_read_from_their_fields(tmp_path):
+    model_dir = _llama_dir(tmp_path, "1B")[0]
+    assert worst_setup(_cfg(tmp_path, model_dir, gpus=1)).checkpointing is False
+    on = worst_setup(_cfg(tmp_path, model_dir, gpus=1, train={"gradient_checkpointing": True}))
+    assert on.checkpointing is True
+    either = {"space": {"train.gradient_checkpointing": [True, False]}}
+    assert worst_setup(_cfg(tmp_path, model_dir, gpus=1, search=either)).checkpointing is False  # the worse one
+    eager = worst_setup(_cfg(tmp_path, model_dir, gpus=1, model={"attn_implementation": "eager"}))
+    assert eager.eager_attention and estimate(eager)["activations"] > estimate(on)["activations"]
+    # activations dominate (32 x 2048 tokens): after ZeRO-3 and offload, checkpointing is the fix named
+    h100 = {"CPU": 64.0, "GPU": 1.0, "memory": 2e12, "accelerator_type:H100": 1.0}
+    with pytest.raises(ConfigError) as err:
+        check_fit(
+            _cfg(tmp_path, model_dir, gpus=1, train={"batch_size": 32}), resources=h100, n_train=1000, model=False
+        )
+    assert "train.gradient_checkpointing: true ->" in err.value.problems[0][2]
+
+
+def test_lora_presets_and_a_4bit_base_are_counted(tmp_path):
+    model_dir = _llama_dir(tmp_path, "7B")[0]
+    lora = lambda **lo: worst_setup(_cfg(tmp_path, model_dir, gpus=1, model={"method": "lora", **lo}))  # noqa: E731
+    h, layers, rank = 4096, 32, 8
+    assert lora(lora={"target_modules": "attention"}).trainable == 2 * rank * h * 4 * layers
+    assert lora(lora={"target_modules": "attention+mlp"}).trainable == 2 * rank * h * 7 * layers
+    assert lora(lora={"target_modules": "all-linear"}).trainable == 2 * rank * h * 7 * layers
+    s16, s4 = lora(), lora(quantization="4bit")
+    assert s4.quantized and not s16.quantized
+    base16, base4 = model_states(s16)["parameters"], model_states(s4)["parameters"]
+    assert base4 < base16 / 3.5 and base4 / GIB == pytest.approx(s4.params * 4.127 / 8 / GIB, rel=0.01)

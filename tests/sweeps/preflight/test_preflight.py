@@ -131,3 +131,34 @@ def test_sweep_validate_refuses_with_exit_2_the_field_and_the_fix_and_writes_not
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {field}") and "\n  fix: " in err, err
     assert not (tmp_path / "results").exists()
+
+
+def _autoscaling(max_workers=4, cpus=1):
+    from cluster.capacity import from_autoscaling_config
+
+    return from_autoscaling_config(
+        {
+            "head_node_type": "head",
+            "available_node_types": {
+                "head": {"resources": {"CPU": 0}, "max_workers": 0},
+                "cpu": {"resources": {"CPU": cpus}, "min_workers": 0, "max_workers": max_workers},
+            },
+        }
+    )
+
+
+def test_a_worker_group_that_fits_nodes_the_autoscaler_can_start_is_accepted(tmp_path, tiny_bert_dir, keyword_csv):
+    # No worker node is up (the live cluster has 0 CPUs), but the autoscaler can start 4 one-CPU nodes.
+    cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv)  # 2 workers x 1 CPU
+    ok = preflight(cfg, resources=_autoscaling)
+    assert ok.checks[-1].startswith("cluster ceiling (autoscaler): 4 x cpu (CPU 1)"), ok.checks[-1]
+    assert max_concurrent(cfg, ok.resources) == 2  # 4 nodes / 2 workers per trial, not the 1 live CPUs would give
+    with pytest.raises(ConfigError) as err:  # a worker larger than any node the cluster can have
+        preflight(
+            _cfg(tmp_path, tiny_bert_dir, keyword_csv, scaling={"num_workers": 1, "cpus_per_worker": 2}),
+            resources=_autoscaling,
+        )
+    assert [p[0] for p in err.value.problems] == ["scaling.cpus_per_worker"] and "largest node has 1" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # more workers than the ceiling's nodes
+        preflight(_cfg(tmp_path, tiny_bert_dir, keyword_csv), resources=lambda: _autoscaling(max_workers=1))
+    assert [p[0] for p in err.value.problems] == ["scaling.num_workers"] and "num_workers <= 1" in str(err.value)

@@ -44,3 +44,63 @@ def test_a_group_test_split_must_leave_a_group_per_fold(tmp_path):
     assert field == "folds.test_fraction" and "3 groups" in message and "which need 2" in message
     _, folds = prepare_sweep(_cfg(tmp_path, rows, data={"group_column": "g"}, folds={"k": 2, "test_fraction": 0.3}))
     assert len(folds.folds) == 2 and len(folds.test) == 4
+
+
+def _chat_cfg(tmp_path, model_dir, **data):
+    path = tmp_path / "chat.jsonl"
+    turns = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(6)]
+    pd.DataFrame({"messages": turns}).to_json(path, orient="records", lines=True)
+    raw = {
+        "task": "causal-lm",
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(path), "format": "chat", "label_column": None, **data},
+        "folds": {"k": 2},
+        "search": {"space": {"batch_size": [2]}},
+    }
+    return load_config(raw=raw)
+
+
+def test_chat_rows_need_a_chat_template_before_the_sweep_starts(tmp_path, tiny_gpt2_dir):
+    """The tiny GPT-2's tokenizer has no chat template: refused with the fix, accepted with a named or Jinja one."""
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(_chat_cfg(tmp_path, tiny_gpt2_dir))
+    [(field, message, fix)] = err.value.problems
+    assert field == "data.chat_template" and "has none" in message and "chatml" in fix
+    examples, _ = prepare_sweep(_chat_cfg(tmp_path, tiny_gpt2_dir, chat_template="chatml"))
+    assert len(examples) == 6 and examples.turns[0][1] == {"role": "assistant", "content": "a0"}
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(_chat_cfg(tmp_path, tiny_gpt2_dir, chat_template="{% for m in messages %}{{ m }}"))
+    assert err.value.problems[0][0] == "data.chat_template" and "does not parse" in err.value.problems[0][1]
+
+
+def test_packing_is_refused_where_rows_are_scored_alone_or_open_with_virtual_tokens(tmp_path, tiny_gpt2_dir):
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(_cfg(tmp_path, _three_classes(4), data={"packing": True}))
+    assert err.value.problems[0][0] == "data.packing" and "classification" in err.value.problems[0][1]
+    cfg = _chat_cfg(tmp_path, tiny_gpt2_dir, chat_template="chatml", packing=True)
+    prepare_sweep(cfg)  # causal-lm packs
+    prompt = load_config(raw={**cfg.model_dump(), "model": {"path": str(tiny_gpt2_dir), "method": "prompt-tuning"}})
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(prompt)
+    assert err.value.problems[0][0] == "model.method" and "data.packing: false" in err.value.problems[0][2]
+
+
+def test_a_gguf_files_chat_template_is_read_from_its_metadata_alone(tmp_path):
+    """The reader skips every other field (a vocabulary's string array, numbers, arrays of numbers)."""
+    import gguf
+
+    from sweeps.preflight.data import gguf_string
+
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_token_list(["<s>", "hello", "world"])
+    w.add_uint32("llama.block_count", 2)
+    w.add_array("tokenizer.ggml.scores", [0.5, 0.25, 0.125])
+    w.add_chat_template("{{ messages[0]['content'] }}")
+    w.add_string("general.tail", "after")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    assert gguf_string(str(path), "tokenizer.chat_template") == "{{ messages[0]['content'] }}"
+    assert gguf_string(str(path), "general.tail") == "after"
+    assert gguf_string(str(path), "tokenizer.missing") is None

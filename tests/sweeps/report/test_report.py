@@ -280,3 +280,31 @@ def test_the_report_shows_the_latest_completed_refit(tmp_path):
     sweep.mark_refit_complete(runs[1])  # the third is still running (or failed): not marked
     refit = report_facts(str(uri))["refit"]
     assert (refit["trial_id"], refit["metrics"]["mse"], refit["model_dir"]) == ("t0001", 0.2, runs[1].model)
+
+
+def test_sample_generations_of_the_best_trial_are_shown_and_validate(tmp_path):
+    """train.generate_eval keeps sample generations in each fold record: the report shows a few per fold."""
+    import dataclasses
+
+    import jsonschema
+
+    from sweeps.layout import SweepDir
+    from sweeps.report.facts import SAMPLES, build_report
+
+    root = make_storage(tmp_path / "store", task="causal-lm", trials=REG_TRIALS[:2])
+    for trial_id in ("t0000", "t0001"):
+        records = SweepDir(str(root)).trial(trial_id).records
+        for record in records.folds():
+            samples = [
+                {"row": r, "prompt": f"q{r} <b>", "reference": "a | b", "generated": "x" * 300} for r in range(5)
+            ]
+            metrics = {**record.metrics, "rouge_l": 0.25, "exact_match": 0.0, "generations": samples}
+            records.write_fold(dataclasses.replace(record, metrics=metrics))
+    out = build_report(str(root), formats=("md", "html", "json"), out_dir=str(tmp_path / "out"))
+    shown = out["facts"]["best"]["generations"]
+    assert [(g["fold"], g["row"]) for g in shown] == [(f, r) for f in range(3) for r in range(SAMPLES)]
+    jsonschema.validate(out["facts"], _schema())
+    md = Path(out["files"]["md"]).read_text()
+    assert "## Best trial: sample generations" in md and "| 0 | 1 | q1 <b> | a \\| b | " + "x" * 159 + "… |" in md
+    assert "<td>q0 &lt;b&gt;</td>" in Path(out["files"]["html"]).read_text()
+    assert "rouge_l" in out["facts"]["best"]["metrics"]  # and the scores sit with the other metrics

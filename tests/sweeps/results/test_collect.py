@@ -220,3 +220,34 @@ def test_a_failed_trial_that_was_retried_keeps_how_it_ended(tmp_path):
     rows = {t["trial_id"]: t for t in after["trials"]}
     assert rows["crash"]["state"] == "failed" and rows["crash"]["reason"] == "error: boom" and rows["crash"]["retried"]
     assert rows["retry"]["state"] == "completed" and after["best"]["trial_id"] == "retry"
+
+
+def test_a_trial_the_running_sweep_says_waits_for_resources_is_pending_with_the_reason(tmp_path):
+    from sweeps.search.pending import waiting_record
+
+    cfg = _cfg(tmp_path)
+    sweep = SweepDir.of(cfg)
+    _trial(sweep, "running", [0.4])
+    _saved_tune_state(sweep, running=("RUNNING", {"folds_done": 1}), placed=("RUNNING", {}))
+    group = {"bundles": {0: {"CPU": 2.0}}, "stats": {"scheduling_state": "INFEASIBLE"}}
+    record = waiting_record(
+        [("running", "RUNNING"), ("placed", "RUNNING")],
+        started=lambda t: t == "running",
+        asks=[{"CPU": 2.0}],
+        pending_groups=[group],
+        free={"CPU": 0.0},
+        total={"CPU": 2.0},
+        ceiling="cluster ceiling (live): 1 x CPU 2",
+        requested=False,
+    )
+    sweep.write(sweep.pending, record)
+    rows = {t["trial_id"]: t for t in collect(sweep.uri, cfg=cfg, finished=False)["trials"]}
+    assert rows["running"]["state"] == "unfinished"
+    assert rows["placed"]["state"] == "pending" and "INFEASIBLE" in rows["placed"]["reason"]
+
+    from sweeps.cli.tables import sweep_table
+
+    summary = collect(sweep.uri, cfg=cfg, finished=False)
+    assert summary["states"]["pending"] == 1
+    text = sweep_table(summary)
+    assert "1 waiting for resources" in text and "placed waiting for resources: its worker group" in text

@@ -15,6 +15,12 @@ from sweeps.search.searcher import make_searcher
 LR = {"low": 1e-5, "high": 1e-2, "log": True}
 
 
+@pytest.fixture(autouse=True)
+def _storage_in_tmp(tmp_path, monkeypatch):
+    """storage.path ./results: each test's study.db in a directory of its own."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _cfg(space, **search):
     return load_config(raw={"data": {"path": "x.csv"}, "folds": {"k": 3}, "search": {"space": space, **search}})
 
