@@ -7,7 +7,19 @@ undercount it. The ceiling comes, in order, from:
               --autoscaling-config`), found through its process on this host. Ray 2.60's own autoscalers (v1 and v2)
               publish no ClusterConfig, and KubeRay's runs in a sidecar, so on KubeRay this finds nothing;
   kuberay     the RayCluster's worker groups, maxReplicas x resources, where the Kubernetes API answers (RBAC);
-  live        the nodes up now (a fixed cluster, or an autoscaler whose node types cannot be read).
+  live        the nodes up now: a fixed cluster, or (`unbounded`) an autoscaler whose node types cannot be read.
+
+An autoscaler that runs but whose node types cannot be read is what this project's own KubeRay manifests give: the Ray
+container holds no Kubernetes token, the v2 autoscaler runs in the head pod's sidecar (invisible from the driver) and
+publishes no ClusterConfig. It is still seen from inside Ray, in the GCS's internal KV: the v2 autoscaler's enabled
+key (`__autoscaler_v2_enabled` = 1, which KubeRay's `autoscalerOptions.version: v2` sets), or the v1 autoscaler's
+status (`__autoscaling_status`) naming node types of a real config. (A head's own monitor without an autoscaling
+config, as every `ray start --head` and `ray.init()` starts, is read-only: it starts no node. Its v1 status names
+each node `node_<id>`; seen on this host, its process has no --autoscaling-config.) Such a ceiling is `unbounded`:
+pre-flight cannot refuse a worker group that no live node holds, so it accepts it and says the node types could not
+be read (a trial that no node type can hold then waits, and `sweep status` shows it pending with its reason); the
+sweep runs search.max_concurrent_trials trials at once, else as many as are left to run, and asks the autoscaler for
+their bundles up front: it starts what it can, and Tune places trials as nodes arrive.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ class Capacity:
     head: str | None = None  # the head's node type (not counted against max_workers)
     note: str = ""
     up: dict[str, float] = field(default_factory=dict)  # the live totals, for people
+    # An autoscaler runs but its node types cannot be read (see the module docstring): `node_types` are the live
+    # nodes', and any worker group may fit a node it can start.
+    unbounded: bool = False
 
     @classmethod
     def fixed(cls, resources: dict, *, source: str = "live") -> Capacity:
@@ -50,11 +65,16 @@ class Capacity:
         return out
 
     def fits_one(self, bundle: dict) -> bool:
+        if self.unbounded:
+            return True
         return any(_fits(t.resources, bundle) for t in self.node_types if t.max_count > 0)
 
     def groups_that_fit(self, bundles: list[dict], *, limit: int) -> int:
         """How many copies of `bundles` (one trial's) fit at once, up to `limit`: each bundle goes to a node already
-        in use if one has room, else to the smallest node the ceiling can still add (within `max_workers`)."""
+        in use if one has room, else to the smallest node the ceiling can still add (within `max_workers`). An
+        unbounded ceiling holds `limit`: only the autoscaler knows what it can start."""
+        if self.unbounded:
+            return limit
         need = max(1, len(bundles)) * limit  # never more nodes than bundles are needed
         nodes = [
             _Node(dict(t.resources), head=t.name == self.head)
@@ -71,9 +91,23 @@ class Capacity:
             nodes, done = trial, done + 1
         return done
 
+    def largest_memory(self) -> float | None:
+        """The most `memory` one node the ceiling can have holds; None when unknown (unbounded, or no node type
+        names its memory)."""
+        known = [t.resources["memory"] for t in self.node_types if t.max_count > 0 and t.resources.get("memory")]
+        return None if self.unbounded or not known else float(max(known))
+
     def describe(self) -> str:
+        if self.unbounded:
+            return (
+                f"cluster ceiling ({self.source}): an autoscaler runs but its node types cannot be read, so workers "
+                "are checked only against what some node type may hold; a trial no node type can hold waits as "
+                "pending" + (f"; {self.note}" if self.note else "")
+            )
         types = ", ".join(
-            f"{t.max_count} x {t.name} ({_fmt(t.resources)})" for t in self.node_types if _core(t.resources)
+            f"{t.max_count} x {t.name} ({format_resources(t.resources)})"
+            for t in self.node_types
+            if core_resources(t.resources)
         )
         cap = f", at most {self.max_workers} workers" if self.max_workers is not None else ""
         return f"cluster ceiling ({self.source}): {types or 'no resources'}{cap}" + (
@@ -109,9 +143,17 @@ def _place(nodes: list[_Node], bundle: dict, max_workers: int | None) -> bool:
     return False
 
 
-def _fmt(resources: dict) -> str:
-    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not k.islower()}
-    return " ".join(f"{k} {v:g}" for k, v in sorted(shown.items()) if v and not k.startswith("node:")) or "none"
+def core_resources(resources: dict) -> dict[str, float]:
+    """The CPUs and GPUs of `resources` that are not zero: what placing a worker depends on."""
+    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU") and v}
+
+
+def format_resources(resources: dict) -> str:
+    """For people: the CPUs (even none), then GPUs and custom resources that are not zero."""
+    shown = {
+        k: float(v) for k, v in resources.items() if v and k != "CPU" and not k.islower() and not k.startswith("node:")
+    }
+    return " ".join([f"CPU {float(resources.get('CPU', 0)):g}"] + [f"{k} {v:g}" for k, v in sorted(shown.items())])
 
 
 def ceiling(*, raycluster=None) -> Capacity:
@@ -120,17 +162,14 @@ def ceiling(*, raycluster=None) -> Capacity:
     import ray
 
     live = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
-    found = from_cluster_config(_gcs_cluster_config()) or from_autoscaling_config(_monitor_config(_gcs_address()))
+    monitor, config = _local_monitor(_gcs_address())
+    found = from_cluster_config(_gcs_cluster_config()) or from_autoscaling_config(config)
     note = ""
     if found is None and raycluster is not None:
         try:
             found = from_raycluster(raycluster())
-        except Exception as exc:  # noqa: BLE001 - no API, no RBAC, no RayCluster: the live nodes answer
-            why = (str(exc) or type(exc).__name__).splitlines()[0][:120]
-            note = (
-                f"the RayCluster could not be read ({why}), so an autoscaler's nodes not up yet are not counted: "
-                "set search.max_concurrent_trials to run more trials at once"
-            )
+        except Exception as exc:  # noqa: BLE001 - no API, no RBAC, no RayCluster: Ray's own state answers
+            note = f"the RayCluster could not be read ({(str(exc) or type(exc).__name__).splitlines()[0][:120]})"
     if found is not None:
         return Capacity(**{**found.__dict__, "up": live})
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -138,14 +177,30 @@ def ceiling(*, raycluster=None) -> Capacity:
     for n in nodes:
         head = "node:__internal_head__" in n.get("Resources", {})
         res = {k: float(v) for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
-        key = json.dumps([head, _core(res)], sort_keys=True)
+        key = json.dumps([head, core_resources(res)], sort_keys=True)
         old = shapes.get(key)
         shapes[key] = NodeType("head" if head else "node", res, (old.max_count if old else 0) + 1)
-    return Capacity(node_types=tuple(shapes.values()), source="live", autoscaling=False, note=note, up=live)
+    runs = autoscaler_runs(monitor=monitor, v2_enabled=_v2_enabled(), v1_status=_v1_status())
+    return Capacity(
+        node_types=tuple(shapes.values()), source="live", autoscaling=runs, unbounded=runs, note=note, up=live
+    )
 
 
-def _core(res: dict) -> dict:
-    return {k: v for k, v in res.items() if k in ("CPU", "GPU") and v}
+def autoscaler_runs(*, monitor: str | None, v2_enabled: bool, v1_status: bytes | None) -> bool:
+    """Whether an autoscaler that can start nodes serves the cluster (see the module docstring). `monitor`: the head's
+    monitor process seen on this host, "config" (it runs an autoscaling config) or "readonly" (none: it starts no
+    node), None when not seen; `v2_enabled`: the GCS's v2 autoscaler key; `v1_status`: the v1 autoscaler's status."""
+    if monitor is not None:
+        return monitor == "config"
+    if v2_enabled:
+        return True
+    try:
+        report = json.loads(v1_status or b"{}").get("autoscaler_report") or {}
+    except ValueError:
+        return False
+    types = report.get("node_type_mapping") or {}
+    # The read-only provider names each node's type after the node itself (format_readonly_node_type).
+    return any(kind != f"node_{node_id}" for node_id, kind in types.items())
 
 
 def from_cluster_config(config) -> Capacity | None:
@@ -162,17 +217,17 @@ def from_cluster_config(config) -> Capacity | None:
 
 def from_autoscaling_config(config: dict | None) -> Capacity | None:
     """A Ray autoscaling config (cluster YAML): available_node_types with resources and max_workers, the head type
-    counting its head node, and the global max_workers. Types whose resources the config leaves to detection are
-    skipped (they cannot be counted)."""
+    counting its head node, and the global max_workers. None when a type leaves its resources to detection (`ray up`
+    allows it): what that type holds is unknown, and a ceiling without it would refuse sweeps it could run."""
     if not config or not config.get("available_node_types"):
         return None
     head = config.get("head_node_type")
     types = []
     for name, spec in config["available_node_types"].items():
         resources = {k: float(v) for k, v in (spec.get("resources") or {}).items()}
-        count = int(spec.get("max_workers", 0)) + (1 if name == head else 0)
-        if resources:
-            types.append(NodeType(name, resources, count))
+        if not resources:
+            return None
+        types.append(NodeType(name, resources, int(spec.get("max_workers", 0)) + (1 if name == head else 0)))
     cap = config.get("max_workers")
     return Capacity(
         node_types=tuple(types),
@@ -232,9 +287,29 @@ def _gcs_cluster_config():
         return None
 
 
-def _monitor_config(gcs_address: str) -> dict | None:
-    """The autoscaling config of the autoscaler (Ray's monitor process) serving `gcs_address`, when it runs on this
-    host (the driver on the head, as `ray job submit` and `ray up` put it)."""
+def _v2_enabled() -> bool:
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    try:
+        return is_autoscaler_v2(fetch_from_server=True)  # the GCS's key, not this process's environment
+    except Exception:  # noqa: BLE001 - no key, an older GCS: no v2 autoscaler is known
+        return False
+
+
+def _v1_status() -> bytes | None:
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import internal_kv_get_gcs_client
+
+    try:
+        return internal_kv_get_gcs_client().internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), None)
+    except Exception:  # noqa: BLE001 - unreadable: no v1 autoscaler is known
+        return None
+
+
+def _local_monitor(gcs_address: str) -> tuple[str | None, dict | None]:
+    """The autoscaler (Ray's monitor process) serving `gcs_address` when it runs on this host (the driver on the head,
+    as `ray job submit` and `ray up` put it): "config" with its autoscaling config (None when unreadable), "readonly"
+    when it runs none, or (None, None) when not seen here."""
     import yaml
 
     for entry in os.scandir("/proc"):
@@ -245,13 +320,15 @@ def _monitor_config(gcs_address: str) -> dict | None:
                 args = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if not any(a.endswith("monitor.py") for a in args) or f"--gcs-address={gcs_address}" not in args:
+        # The autoscaler's monitor.py (v1's or v2's), not the log_monitor.py every node runs.
+        if not any(os.path.basename(a) == "monitor.py" for a in args) or f"--gcs-address={gcs_address}" not in args:
             continue
         path = next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), None)
-        if path:
-            try:
-                with open(path) as f:
-                    return yaml.safe_load(f)
-            except OSError:
-                return None
-    return None
+        if not path:
+            return "readonly", None
+        try:
+            with open(path) as f:
+                return "config", yaml.safe_load(f)
+        except OSError:
+            return "config", None
+    return None, None

@@ -91,8 +91,11 @@ def _free_port() -> int:
 
 
 def local_resources(*, gpus: bool = False) -> dict:
-    """What the embedded local Ray would have, without starting it (as `connect()` sizes it)."""
-    out = {"CPU": float((os.cpu_count() or 1) + 1)}
+    """What the embedded local Ray would have, without starting it (as `connect()` sizes it); `memory`: what this
+    machine has free now (the host memory ZeRO offload would use)."""
+    import psutil
+
+    out = {"CPU": float((os.cpu_count() or 1) + 1), "memory": float(psutil.virtual_memory().available)}
     if gpus:
         # The count `ray.init` would detect (NVML, honouring CUDA_VISIBLE_DEVICES), without importing torch.
         from ray._private.accelerators import get_accelerator_manager_for_resource
@@ -109,7 +112,8 @@ def free_resources() -> dict:
 
 def cluster_capacity():
     """The connected cluster's ceiling (cluster.capacity): the autoscaler's node types, else the RayCluster where the
-    Kubernetes API lets this pod read it, else the live nodes."""
+    Kubernetes API lets this pod read it, else the live nodes (unbounded where an autoscaler runs whose node types
+    cannot be read: KubeRay's sidecar, seen in the GCS)."""
     from cluster.capacity import ceiling
 
     return ceiling(raycluster=_raycluster if os.environ.get("KUBERNETES_SERVICE_HOST") else None)

@@ -155,14 +155,22 @@ def scale_workers(
 def requested(bundles: list[dict], *, autoscaling: bool):
     """Ask the autoscaler for `bundles` at once (one per worker of each trial that may run at the same time), so that
     nodes start while the first trial is placed instead of one trial's worth at a time; withdraw the request however
-    the block ends, so that idle nodes can go. Without an autoscaler there is nothing to ask."""
+    the block ends, so that idle nodes can go. Yields `ask(bundles)`, which replaces the request while the block runs
+    (as trials end, fewer nodes are needed). Without an autoscaler there is nothing to ask."""
     from ray.autoscaler.sdk import request_resources
 
     if not (autoscaling and bundles):
-        yield
+        yield lambda _bundles: None
         return
+    open_ = [True]
+
+    def ask(new: list[dict]) -> None:
+        if open_[0]:  # never after the withdrawal: a late caller must not leave a request behind
+            request_resources(bundles=list(new))
+
     request_resources(bundles=bundles)
     try:
-        yield
+        yield ask
     finally:
+        open_[0] = False
         request_resources(bundles=[])

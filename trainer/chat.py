@@ -10,7 +10,6 @@ rendering the turn adds after the generation prompt of the turns before it (its 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,6 @@ if TYPE_CHECKING:  # no trainer module here: trainer.config and trainer.data imp
     from pathlib import Path
 
     import pandas as pd
-
-log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 # ShareGPT's {from, value} turns name their speakers differently.
@@ -178,26 +175,24 @@ def causal_lm_rows(examples, tokenizer, max_length: int, chat_template: str | No
             starts = [0] * len(full)
         ids = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
         masks = [np.arange(len(i)) >= start for i, start in zip(ids, starts, strict=True)]
-    cut = 0
-    for mask in masks:
-        # The loss predicts token t from the tokens before it: position 0 is never a label. A row truncated
-        # before its answer keeps its last token, since a batch with no label at all has a NaN loss.
-        if len(mask) and not mask[1:].any():
-            mask[-1] = True
-            cut += 1
-    if cut and examples.turns is not None:
-        log.warning("%d rows have no assistant token within model.max_length %d", cut, max_length)
     return ids, masks
 
 
-def answer_start(mask: np.ndarray) -> int:
-    """Where a row's last run of loss tokens starts: the answer (a response, the last assistant turn) its prompt
-    asks for; 0 when it has none."""
+def has_answer(mask: np.ndarray) -> bool:
+    """Whether a row has a token to train on: the loss predicts token t from the tokens before it, so position 0 is
+    never a label. A row max_length truncated before its answer has none (trainer.data.drop_unanswered drops it)."""
+    return bool(mask[1:].any())
+
+
+def answer_span(mask: np.ndarray) -> tuple[int, int]:
+    """(start, end) of a row's last run of loss tokens: the answer (a response, the last assistant turn) its prompt
+    asks for, without a user turn that may follow it; (0, 0) when it has none."""
     true = np.flatnonzero(mask)
     if not len(true):
-        return 0
+        return 0, 0
     gaps = np.flatnonzero(np.diff(true) > 1)
-    return int(true[gaps[-1] + 1]) if len(gaps) else int(true[0])
+    start = int(true[gaps[-1] + 1]) if len(gaps) else int(true[0])
+    return start, int(true[-1]) + 1
 
 
 def render(turns: list[dict[str, str]], tokenizer, template: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Load a table, turn it into examples for the task, tokenize once.
+"""Turn a table (trainer.tables reads it) into examples for the task, tokenize once.
 
 The driver calls `load_examples` and `tokenize` once per sweep; the result
 (`Encoded`) is shipped to every trial and fold, which only index into it.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.chat import TURNS, answer_start, causal_lm_rows, chat_texts, read_chatterbot
+from trainer.chat import TURNS, answer_span, causal_lm_rows, chat_texts, has_answer
 from trainer.config import DataConfig, Task
 from zerotune.errors import DataError
 
@@ -46,103 +46,6 @@ def resolve_path(path: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / sub)
 
 
-def read_table(cfg: DataConfig) -> pd.DataFrame:
-    import pandas as pd
-
-    if "://" in cfg.path:  # object storage (s3://, gs://): the readers below take a local copy, named as the URI
-        from trainer.storage import local_copy
-
-        with local_copy(cfg.path, field="data.path") as local:
-            try:
-                return read_table(cfg.model_copy(update={"path": local}))
-            except DataError as exc:
-                raise DataError([(f, why.replace(local, cfg.path), fix) for f, why, fix in exc.problems]) from None
-    field_ = "data.path"
-    location = resolve_path(cfg.path)
-    path = Path(location)
-    fmt = cfg.format
-    if fmt in ("auto", "chat", "alpaca"):  # chat and alpaca say what the rows hold; the file says how it is stored
-        suffix = path.suffix.lower()
-        fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix)
-        if fmt is None and path.is_dir():
-            fmt = "chatterbot" if any(path.glob("*.yml")) and cfg.format == "auto" else "datasets"
-        if fmt is None and not path.exists():
-            raise problem(
-                field_,
-                f"{location} does not exist",
-                "point data.path at a CSV, TSV, JSONL or Parquet file or a data directory",
-            )
-        if fmt is None:
-            raise problem(
-                field_,
-                f"cannot tell the format of {location}",
-                "set data.format (csv, tsv, jsonl, parquet, datasets, chatterbot)",
-            )
-    if fmt != "hub" and not path.exists():
-        raise problem(field_, f"{location} does not exist", "point data.path at an existing file or directory")
-    try:
-        if fmt in ("csv", "tsv"):
-            df = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8", **_as_written(cfg))
-        elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, encoding="utf-8")
-        elif fmt == "parquet":
-            df = pd.read_parquet(path)
-        elif fmt == "chatterbot":
-            df = read_chatterbot(path)
-        elif fmt == "datasets":
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-            df = ds.to_pandas()
-        else:  # hub: needs network access
-            import datasets
-
-            df = datasets.load_dataset(cfg.path, split="train").to_pandas()
-    except UnicodeDecodeError:
-        raise problem(field_, f"{location} is not UTF-8", "re-encode the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise problem(field_, f"{location} is empty", "give a file with a header row and data rows") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise problem(
-            field_, f"cannot parse {location} as {fmt}: {str(exc).splitlines()[0]}", "check data.format and the file"
-        ) from None
-    header = _text_header(path, fmt)
-    if len(header) != len(set(header)):
-        dupes = sorted({c for c in header if header.count(c) > 1})
-        raise problem(field_, f"duplicate column names {dupes}", "rename the columns so each is unique")
-    df.columns = [str(c) for c in df.columns]
-    if df.empty:
-        raise problem(field_, f"{location} has no rows", "give a data set with rows")
-    return df
-
-
-def _as_written(cfg: DataConfig) -> dict:
-    """read_csv options that keep the configured columns as the strings the file holds.
-
-    pandas reads "NA", "null", "nan", "None" (and more) as missing by default: a text "NA" or a class named "null"
-    would silently become an empty text or a missing label. Only an empty cell is missing here; and an integer
-    label column with an empty cell stays "1", not "1.0".
-    """
-    named = (cfg.text_column, cfg.text_pair_column, cfg.label_column, cfg.prompt_column, cfg.response_column)
-    return {
-        "dtype": {c: str for c in (*named, cfg.group_column) if c},
-        "keep_default_na": False,
-        "na_values": [""],
-    }
-
-
-def _text_header(path: Path, fmt: str) -> list[str]:
-    """The raw header of a CSV/TSV (pandas silently renames duplicate columns to `x.1`)."""
-    import csv
-
-    if fmt not in ("csv", "tsv"):
-        return []
-    with open(path, encoding="utf-8", newline="") as f:
-        return next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
-
-
 @dataclass(frozen=True)
 class Examples:
     """Rows ready to tokenize; `labels` are ids (classification) or floats (regression)."""
@@ -158,6 +61,54 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def prompted(self) -> bool:
+        """causal-lm rows with a prompt outside the loss (chat/alpaca turns, or prompt + response)."""
+        return self.turns is not None or self.responses is not None
+
+    def take(self, rows: np.ndarray, *, dropped: dict[str, int]) -> Examples:
+        """These rows only, with `dropped` (reason -> rows) added to the counts."""
+
+        def pick(column):
+            return None if column is None else [column[int(r)] for r in rows]
+
+        counts = dict(self.dropped)
+        for reason, n in dropped.items():
+            counts[reason] = counts.get(reason, 0) + n
+        return Examples(
+            texts=pick(self.texts),
+            pairs=pick(self.pairs),
+            responses=pick(self.responses),
+            labels=None if self.labels is None else self.labels[rows],
+            label_names=self.label_names,
+            groups=None if self.groups is None else self.groups[rows],
+            dropped=counts,
+            turns=pick(self.turns),
+        )
+
+
+ANSWER_CUT = "answer past model.max_length"  # the dropped-rows reason of drop_unanswered
+
+
+def drop_unanswered(examples: Examples, tokenizer, max_length: int, chat_template: str | None) -> Examples:
+    """causal-lm: the rows less those that max_length truncates before their answer starts (a long prompt or system
+    turn), counted as dropped: the loss is only ever on answers, and such a row has none."""
+    if not examples.prompted:
+        return examples  # plain text: all of it is in the loss
+    _, masks = causal_lm_rows(examples, tokenizer, max_length, chat_template)
+    keep = np.flatnonzero([has_answer(m) for m in masks])
+    if len(keep) == len(examples):
+        return examples
+    if not len(keep):
+        raise problem(
+            "model.max_length",
+            f"every row's prompt fills model.max_length {max_length}: no answer token is left to train on",
+            "raise model.max_length, or shorten the prompts",
+        )
+    cut = len(examples) - len(keep)
+    log.warning("%d rows have no answer token within model.max_length %d: dropped", cut, max_length)
+    return examples.take(keep, dropped={ANSWER_CUT: cut})
 
 
 def _clean(text: Any, normalize: bool) -> str:
@@ -325,12 +276,13 @@ class Encoded:
         return len(self.input_ids)
 
     @cached_property
-    def loss_start(self) -> np.ndarray | None:
-        """causal-lm: per row, where its last stretch of loss tokens starts (the answer its prompt asks for: the
-        response, or the last assistant turn); None for the other tasks. What generation continues from."""
+    def answers(self) -> np.ndarray | None:
+        """causal-lm: per row, (start, end) of its last stretch of loss tokens (the answer its prompt asks for: the
+        response, or the last assistant turn); None for the other tasks. What generation continues from and is
+        scored against."""
         if self.loss_mask is None:
             return None
-        return np.array([answer_start(m) for m in self.loss_mask], dtype=np.int32)
+        return np.array([answer_span(m) for m in self.loss_mask], dtype=np.int32).reshape(-1, 2)
 
 
 def tokenize(

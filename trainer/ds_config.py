@@ -115,9 +115,11 @@ def build_deepspeed_config(
         "wall_clock_breakdown": False,
     }
     if precision == "bf16" and ds.zero_stage > 0:
-        # DeepSpeed keeps fp32 master weights under every bf16 stage (ZeRO 0: FP16_(Unfused)Optimizer's fp32 groups;
-        # 1-3: the ZeRO optimizers' fp32 partitions) but accumulates gradients in bf16 unless told otherwise: fp32
-        # accumulation (ZeRO 1: BF16_Optimizer) keeps micro-batch sums exact. ZeRO 0 refuses the mix.
+        # DeepSpeed keeps fp32 master weights under every bf16 stage but accumulates gradients in the model's dtype
+        # unless data_types.grad_accum_dtype says otherwise; fp32 keeps micro-batch sums exact. DeepSpeed 0.19.8 reads
+        # it at ZeRO 1 (it picks BF16_Optimizer, whose grad_acc_dtype it is; with optimizer offload ZeRO 1 runs
+        # DeepSpeedZeroOptimizer instead), 2 (DeepSpeedZeroOptimizer: fp32 gradient partitions) and 3 (Stage3:
+        # its fp32 grad_partitions_flat_buffer), each via engine.get_data_types(); ZeRO 0 raises on the mix.
         config["data_types"] = {"grad_accum_dtype": "fp32"}
     if ds.offload_optimizer and device == "cpu":
         config["zero_force_ds_cpu_optimizer"] = True

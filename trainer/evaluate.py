@@ -16,8 +16,9 @@ from trainer.metrics import causal_lm_metrics, classification_metrics, regressio
 from trainer.worker import Worker
 
 
-def evaluate(w: Worker, engine, val_rows: np.ndarray) -> dict:
-    """The task's metrics on `val_rows` (collective: every rank calls this)."""
+def evaluate(w: Worker, engine, val_rows: np.ndarray, *, generate: bool = True) -> dict:
+    """The task's metrics on `val_rows` (collective: every rank calls this). `generate` False leaves out generation
+    (train.generate_eval) where nothing reads it: the early-stopping holdout picks the epoch by its loss alone."""
     import torch
 
     engine.eval()
@@ -25,7 +26,7 @@ def evaluate(w: Worker, engine, val_rows: np.ndarray) -> dict:
         with torch.no_grad():
             if w.spec.task == "causal-lm":
                 metrics = _causal_lm(w, engine, val_rows)
-                if w.spec.train.generate_eval:
+                if generate and w.spec.train.generate_eval:
                     metrics.update(_generated(w, engine, val_rows))
                 return metrics
             return _scored(w, *_logits(w, engine, val_rows))

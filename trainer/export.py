@@ -12,6 +12,7 @@ import numpy as np
 from trainer.data import Encoded, collate
 from trainer.methods import strip_virtual_tokens
 from trainer.spec import FitSpec
+from zerotune.errors import ZerotuneError
 
 PROBE_ROWS = 16
 CARD = "README.md"
@@ -178,9 +179,24 @@ def save_peft(state: dict, *, spec: FitSpec, label_names, out: Path, fmt: str, d
         fresh.load_state_dict(state)
     else:
         trained = {k: v for k, v in state.items() if "lora_" in k or "modules_to_save" in k}
-        fresh.load_state_dict(trained, strict=False)
+        load_trained_only(fresh, trained)
     model = fresh.merge_and_unload() if fmt == "merged" else fresh
     model.to(dtype).save_pretrained(out, safe_serialization=True)
+
+
+def load_trained_only(model, trained: dict) -> None:
+    """Load the fit's adapters (and saved heads) into `model`, whose other weights stay the base's. Non-strict, so
+    it must check itself: a key the model lacks, or no adapter at all, would otherwise export the bare base."""
+    result = model.load_state_dict(trained, strict=False)
+    loaded = [k for k in trained if k not in result.unexpected_keys]
+    if result.unexpected_keys or not any("lora_" in k for k in loaded):
+        shown = ", ".join(result.unexpected_keys[:3]) or "none"
+        raise ZerotuneError(
+            f"the export would lose the trained adapters: {len(loaded)} of {len(trained)} trained weights match the "
+            f"model (unmatched: {shown})",
+            field="model.quantization",
+            fix="the fit's module names differ from a fresh model of model.path: export with model.quantization: none",
+        )
 
 
 def load_exported(model_dir, *, task: str | None = None):

@@ -1,8 +1,10 @@
 """Generation evaluation (train.generate_eval): greedy continuations of the validation rows' prompts, scored
 against their responses by exact match and ROUGE-L (Google's `rouge-score` package), with a few samples kept.
 
-A row's prompt and reference come from its encoding, not from column names: the tokens before its first loss
-token are the prompt, the loss tokens the reference. Rows are sharded over the
+A row's prompt and reference come from its encoding, not from column names: its answer is its last run of loss
+tokens (a response, the last assistant turn), the tokens before it the prompt, the answer the reference (without a
+user turn after it). Generation stops at the end-of-turn token a chat template closes the assistant's turns with
+(<|im_end|> on a model whose eos is <|endoftext|>), as well as at eos, and neither is scored. Rows are sharded over the
 ranks as evaluation shards them; under ZeRO-3 every rank generates the same number of batches (dummy ones where
 its shard is short) with `synced_gpus`, since each forward gathers the partitioned parameters collectively.
 """
@@ -15,15 +17,35 @@ from trainer.worker import Worker
 
 
 def prompt_and_reference(encoded, row: int) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt token ids, reference token ids) of one causal-lm row; an empty prompt when nothing is masked."""
+    """(prompt token ids, reference token ids) of one causal-lm row: the tokens before its answer, and the answer
+    (what follows it, e.g. a next user turn, is neither); an empty prompt when nothing is masked."""
     ids = np.asarray(encoded.input_ids[row])
-    start = int(encoded.loss_start[row]) if encoded.loss_start is not None else 0
-    return ids[:start], ids[start:]  # the end-of-sequence token is a special token: decoding drops it
+    if encoded.answers is None:
+        return ids[:0], ids
+    start, end = (int(i) for i in encoded.answers[row])
+    return ids[:start], ids[start:end]
 
 
 def is_instruction_data(encoded) -> bool:
     """Whether the rows have prompts to generate from (a loss mask that leaves a prefix out)."""
-    return encoded.loss_start is not None and bool(np.any(np.asarray(encoded.loss_start) > 0))
+    return encoded.answers is not None and bool(np.any(encoded.answers[:, 0] > 0))
+
+
+def stop_ids(encoded, tokenizer, model_eos=None) -> list[int]:
+    """The token ids an answer ends at: the model's eos (`model_eos`: its generation config's, an id or a list), the
+    tokenizer's, and each single special or added token the rows' answers end with (chatml's <|im_end|>, Llama 3's
+    <|eot_id|>): the end-of-turn token as the encoding holds it, whichever template rendered the rows."""
+    ends = {int(encoded.input_ids[r][end - 1]) for r, (start, end) in enumerate(encoded.answers) if end > start}
+    single = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    eos = [model_eos] if isinstance(model_eos, int) else list(model_eos or [])
+    eos += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return list(dict.fromkeys([*eos, *sorted(ends & single)]))
+
+
+def until_stop(tokens: np.ndarray, stops: list[int]) -> np.ndarray:
+    """`tokens` up to the first stop token (not included): what generation or a reference answers."""
+    at = np.flatnonzero(np.isin(tokens, stops))
+    return tokens[: at[0]] if len(at) else tokens
 
 
 def normalized(text: str) -> str:
@@ -54,14 +76,16 @@ def generate_eval(w: Worker, engine, batches, tokenizer) -> dict:
 
     train = w.spec.train
     synced = w.spec.deepspeed.zero_stage == 3 and w.world > 1
+    stops = stop_ids(w.encoded, tokenizer, getattr(engine.module.generation_config, "eos_token_id", None))
     mine = []
     for batch, real in batches:
         if not (real or synced):
             continue  # without ZeRO-3 no rank waits on another's forwards
-        new_tokens = _generate(w, engine, batch, synced=synced)
+        new_tokens = _generate(w, engine, batch, synced=synced, stops=stops)
         if real:
             mine += [
-                (int(r), _texts(w.encoded, tokenizer, int(r), new)) for r, new in zip(batch, new_tokens, strict=True)
+                (int(r), _texts(w.encoded, tokenizer, int(r), new, stops))
+                for r, new in zip(batch, new_tokens, strict=True)
             ]
     gathered = [mine]
     if dist.is_initialized() and w.world > 1:
@@ -73,8 +97,8 @@ def generate_eval(w: Worker, engine, batches, tokenizer) -> dict:
     return metrics
 
 
-def _generate(w: Worker, engine, rows: np.ndarray, *, synced: bool) -> list[np.ndarray]:
-    """Greedy new tokens for each row's prompt, the prompts left-padded into one batch."""
+def _generate(w: Worker, engine, rows: np.ndarray, *, synced: bool, stops: list[int]) -> list[np.ndarray]:
+    """Greedy new tokens for each row's prompt, the prompts left-padded into one batch, until a stop token."""
     import torch
 
     prompts = [prompt_and_reference(w.encoded, int(r))[0] for r in rows]
@@ -91,15 +115,16 @@ def _generate(w: Worker, engine, rows: np.ndarray, *, synced: bool) -> list[np.n
         max_new_tokens=w.spec.train.generate_max_new_tokens,
         do_sample=False,
         pad_token_id=w.encoded.pad_id,
+        eos_token_id=stops or None,
         synced_gpus=synced,
     )
     return [row.cpu().numpy() for row in out[:, width:]]
 
 
-def _texts(encoded, tokenizer, row: int, new_tokens: np.ndarray) -> dict:
+def _texts(encoded, tokenizer, row: int, new_tokens: np.ndarray, stops: list[int]) -> dict:
     prompt, reference = prompt_and_reference(encoded, row)
     return {
         "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
-        "reference": tokenizer.decode(reference, skip_special_tokens=True),
-        "generated": tokenizer.decode(new_tokens, skip_special_tokens=True),
+        "reference": tokenizer.decode(until_stop(reference, stops), skip_special_tokens=True),
+        "generated": tokenizer.decode(until_stop(new_tokens, stops), skip_special_tokens=True),
     }

@@ -19,6 +19,12 @@ class Fit:
     folds: list
 
 
+def worker_bundle(scaling: ScalingConfig) -> dict[str, float]:
+    """What one Ray Train worker asks Ray for: its CPUs and, on GPUs, one GPU (one rank per GPU). Pre-flight checks
+    it against the cluster's ceiling and the sweep asks the autoscaler for it (sweeps.preflight.checks)."""
+    return {"CPU": float(scaling.cpus_per_worker), **({"GPU": 1.0} if scaling.use_gpu else {})}
+
+
 def build_trainer(
     *,
     fits: list[Fit],
@@ -46,7 +52,7 @@ def build_trainer(
         scaling_config=RayScaling(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            resources_per_worker=worker_bundle(scaling),
             placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(

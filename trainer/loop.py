@@ -139,19 +139,17 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     """Seeded model and DeepSpeed engine; from the checkpoint when resuming this fold. Rank 0 marks the start."""
     import torch
 
-    from trainer.model import load_for_fit
+    from trainer.model import load_for_fit, parameter_count, partitioned_loading
 
     t0 = time.perf_counter()
     torch.manual_seed(w.spec.seed * 1009 + fold)
-    model = load_for_fit(w.spec, label_names=w.encoded.label_names, device=w.device.type, bf16_supported=w.bf16)
     trained_on = fit_rows(w.spec, w.folds[fold][0], fold)[0]
-    micro_batches = w.batches_per_epoch(trained_on)  # packed sequences under data.packing
-    if w.spec.train.max_steps_per_epoch:
-        micro_batches = min(micro_batches, w.spec.train.max_steps_per_epoch * w.spec.train.grad_accum)
-    # Counted before the engine partitions them: under ZeRO-3 each rank keeps empty placeholders.
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in model.parameters())
-    engine, ds_config = _engine(w, model, micro_batches)
+    micro_batches = epoch_micro_batches(w.batches_per_epoch(trained_on), w.spec.train)  # packed under data.packing
+    ds_config = _ds_config(w, micro_batches)
+    with partitioned_loading(ds_config, w.spec.model, w.spec.task):  # ZeRO-3 causal LMs: each rank its partition
+        model = load_for_fit(w.spec, label_names=w.encoded.label_names, device=w.device.type, bf16_supported=w.bf16)
+        trainable_params, total_params = parameter_count(model, trainable=True), parameter_count(model)
+        engine = _engine(w, model, ds_config)
     mid_fold = resume.fold == fold
     if mid_fold:
         checkpoint.load_engine(engine, resume)
@@ -185,26 +183,40 @@ def start_fold(w: Worker, fold: int, resume: ResumeState) -> FoldEngine:
     return fe
 
 
-def _engine(w: Worker, model, micro_batches: int) -> tuple[object, dict]:
-    """The DeepSpeed engine over `model`'s trainable parameters, and its effective config."""
-    import deepspeed
+def epoch_micro_batches(available: int, train) -> int:
+    """Micro-batches per rank an epoch trains: whole accumulation cycles only (at least one), at most
+    train.max_steps_per_epoch optimizer steps. DeepSpeed counts its accumulation boundary over the whole fold (and
+    from 0 again after a checkpoint load), the step checkpoints from each epoch's start: only epochs of whole cycles
+    keep the two on the same micro-batches. The LR schedule (`_ds_config`) counts this over grad_accum steps."""
+    steps = max(1, available // train.grad_accum)
+    if train.max_steps_per_epoch:
+        steps = min(steps, train.max_steps_per_epoch)
+    return steps * train.grad_accum
 
-    spec = w.spec
-    ds_config = build_deepspeed_config(
-        ds=spec.deepspeed,
-        train=spec.train,
+
+def _ds_config(w: Worker, micro_batches: int) -> dict:
+    """The fit's DeepSpeed config; built before the model, which ZeRO-3 loads partitioned by it."""
+    return build_deepspeed_config(
+        ds=w.spec.deepspeed,
+        train=w.spec.train,
         world_size=w.world,
-        steps_per_epoch=max(1, micro_batches // spec.train.grad_accum),
+        steps_per_epoch=micro_batches // w.spec.train.grad_accum,  # whole cycles: epoch_micro_batches
         device=w.device.type,
         bf16_supported=w.bf16,
     )
+
+
+def _engine(w: Worker, model, ds_config: dict):
+    """The DeepSpeed engine over `model`'s trainable parameters."""
+    import deepspeed
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
-    if w.world == 1 and spec.deepspeed.zero_stage == 0:
+    if w.world == 1 and w.spec.deepspeed.zero_stage == 0:
         # An all-reduce over one rank is the identity, yet DeepSpeed still flattens, reduces and copies back
         # every gradient each step: skip it, as a single-process loop would.
         engine.enable_backward_allreduce = False
-    return engine, ds_config
+    return engine
 
 
 def run_epoch(
@@ -224,7 +236,8 @@ def run_epoch(
         metrics = evaluate(w, fe.engine, w.folds[fe.fold][1])
         holdout = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[1]
         if len(holdout):  # train.early_stopping_holdout: these rows pick the epoch, the validation rows score it
-            metrics.update({HOLDOUT + k: v for k, v in scalar_metrics(evaluate(w, fe.engine, holdout)).items()})
+            picked = evaluate(w, fe.engine, holdout, generate=False)  # generations of holdout rows: never read
+            metrics.update({HOLDOUT + k: v for k, v in scalar_metrics(picked).items()})
     metrics["train_loss"] = trained.loss
     return EpochResult(epoch=epoch, trained=trained, metrics=metrics, seconds=time.perf_counter() - t0)
 
@@ -241,7 +254,9 @@ def train_epoch(
     checkpoint's steps), the same shuffle's remaining batches. `save_step` checkpoints the epoch so far (collective)
     every train.checkpoint_every_steps optimizer steps, at an accumulation boundary, except at the epoch's end."""
     train_rows = fit_rows(w.spec, w.folds[fe.fold][0], fe.fold)[0]  # less the early-stopping holdout
-    batches = w.epoch_batches(train_rows, fold=fe.fold, epoch=epoch)[: fe.micro_batches]  # rows (or Packed)
+    batches = w.epoch_batches(train_rows, fold=fe.fold, epoch=epoch)  # rows (or Packed)
+    # Fewer batches than one accumulation cycle: the shuffle's first ones again, so that the epoch ends on a step.
+    batches = (batches * -(-fe.micro_batches // max(len(batches), 1)))[: fe.micro_batches]
     every = (w.spec.train.checkpoint_every_steps or 0) * w.spec.train.grad_accum  # in micro-batches
     fe.engine.train()
     done = so_far or TrainedEpoch(0.0, (), 0, 0)

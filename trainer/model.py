@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trainer.config import ModelConfig, Task
@@ -97,6 +99,38 @@ def load_for_fit(spec, *, label_names: list[str] | None, device: str, bf16_suppo
         precision=precision,
         gradient_checkpointing=spec.train.gradient_checkpointing,
     )
+
+
+@contextmanager
+def partitioned_loading(ds_config: dict, cfg: ModelConfig, task: Task) -> Iterator[None]:
+    """Under ZeRO-3, a causal LM loaded in this block is built inside DeepSpeed's zero.Init: transformers does so
+    while an HfDeepSpeedConfig lives (modeling_utils: is_deepspeed_zero3_enabled), rank 0 reads the checkpoint and
+    each rank keeps its partition. Loaded whole, every rank would first hold the full model in host memory (a 70B
+    model in bf16: ~140 GB per rank). PEFT reads the same flag. Keep the block open until deepspeed.initialize, and
+    no longer: rank 0 alone loads a fresh model at export, which must not be partitioned (a collective).
+
+    Loaded whole, as before: other stages; classification and regression, whose new head transformers' ZeRO-3
+    loader (_load_state_dict_into_zero3_model) cannot fit, as it ignores ignore_mismatched_sizes (a checkpoint's
+    head of another size fails to load); partial fine-tuning (trainer.methods sizes the block stacks by numel(),
+    0 on a partition); GGUF files (dequantized on load, not exercised partitioned)."""
+    whole = cfg.method == "partial" or task != "causal-lm" or locate(cfg)[1] is not None
+    if ds_config["zero_optimization"]["stage"] != 3 or whole:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    live = HfDeepSpeedConfig(ds_config)  # transformers keeps only a weak reference: this one keeps it alive
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        del live
+
+
+def parameter_count(model, *, trainable: bool = False) -> int:
+    """Parameters of `model` (only those that train, if asked); a ZeRO-3 partition counts its full size."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def enable_checkpointing(model) -> None:

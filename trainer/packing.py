@@ -17,7 +17,6 @@ transformers skips the packed-sequence mask.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,10 +71,10 @@ def _lengths(encoded: Encoded, rows: np.ndarray) -> np.ndarray:
     return np.array([len(encoded.input_ids[r]) for r in rows], dtype=np.int64)
 
 
-def batches_per_epoch(encoded: Encoded, train_rows: np.ndarray, *, world: int, batch: int) -> int:
-    """Micro-batches per rank and epoch: each rank's equal share of the packed sequences, `batch` at a time."""
-    per_rank = len(pack(_lengths(encoded, train_rows), encoded.pack_to)) // world
-    return max(1, math.ceil(per_rank / batch)) if per_rank else 0
+def sequence_count(encoded: Encoded, train_rows: np.ndarray) -> int:
+    """Packed sequences in each epoch over `train_rows` (the same every epoch: see pack). trainer.worker deals them
+    to the ranks as it deals unpacked rows (batches_per_rank)."""
+    return len(pack(_lengths(encoded, train_rows), encoded.pack_to))
 
 
 def epoch_batches(

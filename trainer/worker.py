@@ -21,6 +21,7 @@ from trainer.data import Encoded, collate
 from trainer.packing import Packed, collate_packed
 from trainer.records import FitRecords
 from trainer.spec import TIMINGS, FitSpec
+from zerotune.errors import ZerotuneError
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,19 @@ class Worker:
         return packing.token_mask(self.encoded, rows, inputs) if isinstance(rows, Packed) else inputs["attention_mask"]
 
     def batches_per_epoch(self, train_rows: np.ndarray) -> int:
-        """Micro-batches per rank in each epoch over `train_rows` (packed sequences under data.packing)."""
-        batch = self.spec.train.batch_size
-        if self.encoded.pack_to:
-            return packing.batches_per_epoch(self.encoded, train_rows, world=self.world, batch=batch)
-        return batches_per_rank(len(train_rows), self.world, batch)
+        """Micro-batches per rank in each epoch over `train_rows` (packed sequences under data.packing). Fewer rows
+        (or sequences) than ranks would train nothing and report a loss of 0: refused (pre-flight refuses it first)."""
+        packed = bool(self.encoded.pack_to)
+        units = packing.sequence_count(self.encoded, train_rows) if packed else len(train_rows)
+        batches = batches_per_rank(units, self.world, self.spec.train.batch_size)
+        if not batches:  # a ZerotuneError, not a ConfigError: it crosses from the worker to the driver (pickled)
+            what = f"{units} packed sequences of up to {self.encoded.pack_to} tokens" if packed else f"{units} rows"
+            raise ZerotuneError(
+                f"{what} cannot feed {self.world} ranks: every rank would train on none",
+                field="data.packing" if packed else "scaling.num_workers",
+                fix="use fewer workers" + (", a smaller model.max_length, or data.packing: false" if packed else ""),
+            )
+        return batches
 
     def epoch_batches(self, train_rows: np.ndarray, *, fold: int, epoch: int) -> list[np.ndarray | Packed]:
         """This rank's micro-batches of one epoch over `train_rows`, in a seeded order (rows, or Packed)."""

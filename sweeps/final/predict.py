@@ -23,7 +23,7 @@ def read_rows(path: str, *, text_column: str, text_pair_column: str | None = Non
     """The input table, its texts and (sentence pairs) its second texts; one actionable error for a missing file or
     column."""
     from trainer.config import DataConfig
-    from trainer.data import read_table
+    from trainer.tables import read_table
 
     fmt = READERS.get(Path(path).suffix.lower())
     if fmt is None:

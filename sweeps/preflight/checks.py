@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from cluster.capacity import Capacity
 from sweeps.config import SweepConfig
 from sweeps.preflight.memory import count_parameters, memory_problems
 from sweeps.preflight.model import model_problems
 from sweeps.search.space import trial_values
+from trainer.launch import worker_bundle as _bundle
 from zerotune.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def check_fit(cfg: SweepConfig, *, resources: dict | Capacity | None, n_train: int, model: bool = True) -> None:
@@ -40,7 +45,7 @@ def check_fit(cfg: SweepConfig, *, resources: dict | Capacity | None, n_train: i
         )
     if model:
         problems += model_problems(cfg)
-    problems += _offload_memory_problems(cfg, resources)
+    problems += _offload_memory_problems(cfg, capacity)
     problems += memory_problems(cfg, resources)
     if problems:
         raise ConfigError(problems)
@@ -51,28 +56,38 @@ def check_fit(cfg: SweepConfig, *, resources: dict | Capacity | None, n_train: i
 OFFLOAD_BYTES = {"optimizer": 16, "params": 4}
 
 
-def _offload_memory_problems(cfg: SweepConfig, resources: dict | None) -> list:
+def _offload_memory_problems(cfg: SweepConfig, capacity: Capacity | None) -> list:
+    """ZeRO splits the offloaded state evenly over the workers: the node type with the most memory must hold the
+    share of the workers it can take. Skipped, with a note, where no node type's memory is known."""
     ds = cfg.deepspeed
     if not (ds.offload_optimizer or ds.offload_params):
         return []
     per_param = OFFLOAD_BYTES["optimizer"] * ds.offload_optimizer + OFFLOAD_BYTES["params"] * ds.offload_params
     need = count_parameters(cfg) * per_param
-    if resources is not None and resources.get("memory"):
-        have, where = float(resources["memory"]), "the cluster's nodes have"
-    else:
-        import psutil
-
-        have, where = float(psutil.virtual_memory().available), "this machine has"
-    if need <= have:
+    have = capacity.largest_memory() if capacity is not None else None
+    if have is None:
+        log.warning(
+            "pre-flight: host memory for ZeRO offload not checked (about %.0f GiB over all workers): the cluster's "
+            "node memory is unknown",
+            need / 2**30,
+        )
+        return []
+    node = max((t for t in capacity.node_types if t.resources.get("memory")), key=lambda t: t.resources["memory"])
+    one = worker_bundle(cfg)
+    held = min((int(node.resources.get(k, 0) // v) for k, v in one.items() if v), default=cfg.scaling.num_workers)
+    ranks = max(1, min(cfg.scaling.num_workers, held))
+    share = need * ranks / cfg.scaling.num_workers
+    if share <= have:
         return []
     field = "deepspeed.offload_params" if ds.offload_params else "deepspeed.offload_optimizer"
     return [
         (
             field,
-            f"ZeRO offload keeps about {need / 2**30:.0f} GiB in host memory ({per_param} bytes x parameters); "
-            f"{where} {have / 2**30:.0f} GiB",
-            "add nodes (offloaded state is split across them), turn offload off and use GPUs with ZeRO-3, "
-            "or pick a smaller model",
+            f"ZeRO offload keeps about {need / 2**30:.0f} GiB in host memory ({per_param} bytes x parameters), "
+            f"{share / 2**30:.0f} GiB of it on a node with {ranks} of the {cfg.scaling.num_workers} workers; the "
+            f"largest node has {have / 2**30:.0f} GiB",
+            "use more workers on more nodes (offloaded state is split across workers), turn offload off and use GPUs "
+            "with ZeRO-3, or pick a smaller model",
         )
     ]
 
@@ -91,8 +106,8 @@ def describe_resources(resources: dict | Capacity) -> str:
 
 
 def worker_bundle(cfg: SweepConfig) -> dict:
-    """What one Ray Train worker asks for (trainer.launch: resources_per_worker)."""
-    return {"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1.0} if cfg.scaling.use_gpu else {})}
+    """What one Ray Train worker asks for (trainer.launch owns it)."""
+    return _bundle(cfg.scaling)
 
 
 def trial_bundles(cfg: SweepConfig) -> list[dict]:
@@ -146,10 +161,11 @@ def _workers_that_fit(cfg: SweepConfig, capacity: Capacity) -> int:
     return n
 
 
-def max_concurrent(cfg: SweepConfig, resources: dict | Capacity) -> int:
-    """Trials that fit at once under the cluster's ceiling: each holds one worker group. Never 0: a trial that does
-    not fit waits for resources."""
-    if cfg.search.max_concurrent_trials:
-        return cfg.search.max_concurrent_trials
-    capacity = as_capacity(resources)
-    return max(1, capacity.groups_that_fit(trial_bundles(cfg), limit=cfg.search.num_trials))
+def max_concurrent(cfg: SweepConfig, resources: dict | Capacity, *, done: int = 0) -> int:
+    """Trials to run at once: at most the trials left (search.num_trials less the `done` ones a resumed sweep keeps),
+    search.max_concurrent_trials, and what the ceiling fits (each trial holds one worker group); an unbounded
+    ceiling (an autoscaler whose node types cannot be read) fits them all. Never 0: a trial that does not fit
+    waits for resources."""
+    left = max(1, cfg.search.num_trials - done)
+    limit = min(left, cfg.search.max_concurrent_trials or left)
+    return max(1, as_capacity(resources).groups_that_fit(trial_bundles(cfg), limit=limit))

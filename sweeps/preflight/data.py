@@ -12,45 +12,67 @@ import numpy as np
 from sweeps.config import SweepConfig
 from sweeps.search.folds import Folds, make_folds, pick_strategy
 from sweeps.search.space import searched, trial_values
-from trainer.data import Encoded, Examples, read_table, to_examples, tokenize
+from trainer.data import Encoded, Examples, drop_unanswered, to_examples, tokenize
 from trainer.spec import FitSpec
+from trainer.tables import read_table
 from zerotune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2) -> Examples:
+def load_examples(cfg: SweepConfig, *, min_per_class: int, min_rows: int = 2, tokenizer=None) -> Examples:
+    """The rows every fit of this config trains on; causal-lm rows whose answer model.max_length cuts off entirely
+    are dropped here, before any split (tokenizing them), as the other dropped rows are. `tokenizer`: a function that
+    returns the model's tokenizer (default: loads it)."""
     df = read_table(cfg.data)
-    if len(df) < min_rows:
-        raise ConfigError(
-            [
-                (
-                    "folds.k",
-                    f"{min_rows} folds need at least {min_rows} rows; the data has {len(df)}",
-                    f"use folds.k <= {len(df)} or more data",
-                )
-            ]
-        )
+    _check_enough(len(df), min_rows)
     examples = to_examples(df, cfg.data, cfg.task, seed=cfg.seed, min_per_class=min_per_class)
+    if cfg.task == "causal-lm" and examples.prompted:
+        tokenizer = tokenizer or _tokenizer_once(cfg)
+        examples = drop_unanswered(examples, tokenizer(), cfg.model.max_length, cfg.data.chat_template)
+        _check_enough(len(examples), min_rows)
     for reason, count in examples.dropped.items():
         log.warning("dropped %d rows: %s", count, reason)
     return examples
 
 
-def sweep_examples(cfg: SweepConfig) -> Examples:
+def _tokenizer_once(cfg: SweepConfig):
+    """A function that loads the model's tokenizer on its first call only (a GGUF file's takes seconds)."""
+    import functools
+
+    from trainer.model import load_tokenizer
+
+    return functools.cache(lambda: load_tokenizer(cfg.model))
+
+
+def _check_enough(n_rows: int, min_rows: int) -> None:
+    if n_rows < min_rows:
+        raise ConfigError(
+            [
+                (
+                    "folds.k",
+                    f"{min_rows} folds need at least {min_rows} rows; the data has {n_rows}",
+                    f"use folds.k <= {n_rows} or more data",
+                )
+            ]
+        )
+
+
+def sweep_examples(cfg: SweepConfig, *, tokenizer=None) -> Examples:
     """The rows a sweep (and its refit) runs on: one loader, so `rare_classes: drop` drops the same classes."""
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
     need = cfg.folds.k + (1 if cfg.folds.test_fraction else 0) if strategy == "stratified" else 2
-    return load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k)
+    return load_examples(cfg, min_per_class=need, min_rows=cfg.folds.k, tokenizer=tokenizer)
 
 
 def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
     """Data and folds for a sweep: checks everything that needs no cluster."""
     strategy = pick_strategy(cfg.folds.strategy, cfg.task, cfg.data.group_column is not None)
     check_packing(cfg)
-    examples = sweep_examples(cfg)
     if cfg.data.format in ("chat", "alpaca"):
-        check_chat_template(cfg)
+        check_chat_template(cfg)  # before the rows are rendered with it
+    tokenizer = _tokenizer_once(cfg)
+    examples = sweep_examples(cfg, tokenizer=tokenizer)
     check_test_split(cfg, examples, strategy)
     folds = make_folds(
         examples,
@@ -60,6 +82,7 @@ def prepare_sweep(cfg: SweepConfig) -> tuple[Examples, Folds]:
         test_fraction=cfg.folds.test_fraction,
         seed=cfg.seed,
     )
+    check_packed_folds(cfg, examples, folds, tokenizer)
     if not searched(cfg.search.space):
         raise ConfigError(
             [
@@ -153,6 +176,48 @@ def check_packing(cfg: SweepConfig) -> None:
                 )
             ]
         )
+
+
+def check_packed_folds(cfg: SweepConfig, examples: Examples, folds: Folds, tokenizer) -> None:
+    """data.packing: each rank trains on an equal share of a fold's packed sequences, so a fold with fewer sequences
+    than workers would train nothing on every rank. A fold holding more than (workers - 1) sequences' worth of
+    tokens packs into at least `workers`: rows are tokenized a chunk at a time until every fold does (for a large
+    data set, its first chunks), and packed only when the data runs out first. `tokenizer`: returns the model's."""
+    if not cfg.data.packing:
+        return
+    from trainer.packing import pack
+    from trainer.progress import fit_rows
+
+    workers, capacity = cfg.scaling.num_workers, cfg.model.max_length
+    spec = fit_spec(cfg)
+    trained = [fit_rows(spec, train, fold)[0] for fold, (train, _) in enumerate(folds.folds)]
+    rows = np.unique(np.concatenate(trained))
+    lengths = np.zeros(len(examples), dtype=np.int64)
+    for at in range(0, len(rows), _PACK_CHUNK):
+        chunk = rows[at : at + _PACK_CHUNK]
+        encoded = tokenize(
+            examples.take(chunk, dropped={}), tokenizer(), cfg.task, capacity, chat_template=cfg.data.chat_template
+        )
+        lengths[chunk] = [len(ids) for ids in encoded.input_ids]
+        if all(lengths[t].sum() > (workers - 1) * capacity for t in trained):
+            return
+    problems = []
+    for fold, t in enumerate(trained):
+        sequences = len(pack(lengths[t], capacity))
+        if sequences < workers:
+            problems.append(
+                (
+                    "data.packing",
+                    f"fold {fold}'s {len(t)} training rows pack into {sequences} sequences of up to {capacity} "
+                    f"tokens, fewer than the {workers} workers (scaling.num_workers): every rank would train on none",
+                    "use a smaller model.max_length, fewer scaling.num_workers, more rows, or data.packing: false",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+_PACK_CHUNK = 512  # rows tokenized at a time by check_packed_folds
 
 
 def check_chat_template(cfg: SweepConfig) -> None:

@@ -182,13 +182,20 @@ def precision_problems(cfg: SweepConfig) -> list:
     """model.torch_dtype against every precision a trial can run at, and the 4-bit base's requirements."""
     import importlib.util
 
+    from trainer.ds_config import resolve_precision
     from trainer.model import dtype_precision
 
     problems = []
     dtype, gpu = cfg.model.torch_dtype, cfg.scaling.use_gpu
     precisions = trial_values(cfg, "deepspeed.precision")
-    # auto trains fp32 on CPU; on GPUs bf16 or fp16 by the GPU (an fp16-only GPU with bfloat16 weights: the worker)
-    resolved = {p if p != "auto" else ("bf16" if gpu else "fp32") for p in precisions.values}
+    resolved = set()
+    for value in precisions.values:
+        # The workers' own resolution, with a bf16 GPU assumed (an fp16-only GPU with bfloat16 weights: the worker)
+        ds = cfg.deepspeed.model_copy(update={"precision": value})
+        try:
+            resolved.add(resolve_precision(ds, device="cuda" if gpu else "cpu", bf16_supported=True))
+        except ConfigError:
+            continue  # 16-bit on CPU: sweeps.config refuses it with its own fix
     wrong = sorted(resolved - {dtype_precision(dtype)}) if dtype not in ("auto", "float32") else []
     if wrong:  # fp32 weights suit every precision (DeepSpeed casts them); 16-bit ones only their own
         problems.append(

@@ -149,13 +149,18 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
 
 
 def _generations(samples: list[dict]) -> tuple[str, list[str], list[list[str]], str]:
-    """The best trial's sample generations (train.generate_eval), long texts cut short."""
+    """The best trial's sample generations (train.generate_eval), long texts cut short: a prompt keeps its end (a
+    long system prompt opens it, and the question it asks comes last), the answers their start."""
 
     def cut(text: str, most: int = 160) -> str:
         return text if len(text) <= most else text[: most - 1] + "…"
 
+    def cut_start(text: str, most: int = 160) -> str:
+        return text if len(text) <= most else "…" + text[len(text) - most + 1 :]
+
     rows = [
-        [str(g["fold"]), str(g["row"]), cut(g["prompt"]), cut(g["reference"]), cut(g["generated"])] for g in samples
+        [str(g["fold"]), str(g["row"]), cut_start(g["prompt"]), cut(g["reference"]), cut(g["generated"])]
+        for g in samples
     ]
     intro = "Greedy generations from validation rows' prompts, against their reference responses (first rows per fold)."
     return ("Best trial: sample generations", ["fold", "row", "prompt", "reference", "generated"], rows, intro)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from cluster.capacity import core_resources as _core
+from cluster.capacity import format_resources as _fmt
 from sweeps.layout import SweepDir
 from zerotune.errors import StorageError
 
@@ -19,13 +21,12 @@ EVERY_S = 5.0  # how often the run looks (and rewrites the record while trials w
 STALE_S = 120.0  # a record not refreshed for this long is from a run that no longer runs
 
 
-def _core(resources: dict) -> dict:
-    return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU") and v}
-
-
-def _fmt(resources: dict) -> str:
-    gpus = float(resources.get("GPU", 0))
-    return f"CPU {float(resources.get('CPU', 0)):g}" + (f" GPU {gpus:g}" if gpus else "")
+def trials_to_ask_for(statuses: list[str], *, num_trials: int, concurrent: int) -> int:
+    """How many trials' worker groups the autoscaler should still be asked for: those Tune has not ended (`statuses`:
+    Tune's, of every trial it created) plus those it has yet to create, at most `concurrent`. As trials end this
+    falls, so nodes no trial will use are no longer asked for."""
+    alive = sum(s in ("PENDING", "RUNNING", "PAUSED") for s in statuses)
+    return max(0, min(concurrent, alive + max(0, num_trials - len(statuses))))
 
 
 def waiting_record(
@@ -91,18 +92,28 @@ def read_waiting(sweep: SweepDir, *, now: float | None = None) -> dict[str, str]
     return {t["trial_id"]: t["reason"] for t in record.get("trials", [])}
 
 
-def pending_watch(sweep_uri: str, *, asks: list[dict], ceiling: str, requested: bool, every_s: float = EVERY_S):
-    """A Tune callback that writes the sweep's pending record while trials wait (see the module docstring). Built
-    here, not at import: reading the record (sweep status) needs no Ray."""
+def pending_watch(
+    sweep_uri: str,
+    *,
+    asks: list[dict],
+    ceiling: str,
+    requested: bool,
+    every_s: float = EVERY_S,
+    ask: Callable[[int], None] | None = None,
+    num_trials: int = 0,
+    concurrent: int = 0,
+):
+    """A Tune callback that writes the sweep's pending record while trials wait (see the module docstring), and,
+    given `ask` (cluster.scale.requested's: the autoscaler request for that many trials), shrinks the request as
+    trials end (trials_to_ask_for). Built here, not at import: reading the record (sweep status) needs no Ray."""
     from ray.tune import Callback
 
     class PendingWatch(Callback):
-        def __init__(
-            self, sweep_uri: str, *, asks: list[dict], ceiling: str, requested: bool, every_s: float = EVERY_S
-        ):
+        def __init__(self, sweep_uri: str, *, asks: list[dict], ceiling: str, requested: bool, every_s: float):
             self.sweep = SweepDir(sweep_uri)
             self.asks, self.ceiling, self.requested, self.every_s = asks, ceiling, requested, every_s
             self._last, self._waiting, self._started = 0.0, False, set()
+            self._asked = concurrent  # the run asked for this many trials' worker groups up front
 
         def on_step_begin(self, iteration, trials, **info):
             if time.monotonic() - self._last < self.every_s:
@@ -117,6 +128,10 @@ def pending_watch(sweep_uri: str, *, asks: list[dict], ceiling: str, requested: 
         def refresh(self, trials) -> None:
             import ray
 
+            wanted = trials_to_ask_for([t.status for t in trials], num_trials=num_trials, concurrent=concurrent)
+            if ask is not None and wanted < self._asked:
+                ask(wanted)
+                self._asked = wanted
             live = [(t.trial_id, t.status) for t in trials if t.status in ("PENDING", "RUNNING")]
             if not live:
                 return self.on_experiment_end(trials)

@@ -14,7 +14,7 @@ import time
 
 from sweeps import lease
 from sweeps.config import SweepConfig
-from sweeps.layout import SweepDir, check_trusted, check_writable
+from sweeps.layout import SweepDir, TrialState, check_trusted, check_writable
 from sweeps.preflight.checks import max_concurrent, trial_bundles
 from sweeps.preflight.data import encode, fingerprint
 from sweeps.preflight.validate import preflight
@@ -22,7 +22,7 @@ from sweeps.results.collect import collect, live_trials
 from sweeps.search.baseline import baseline
 from sweeps.search.folds import Folds
 from sweeps.search.resume import resume_changes, with_changes
-from zerotune.errors import ConfigError
+from zerotune.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,23 @@ def run_sweep(
         trainable = tune.with_resources(trainable, trial_actor_resources())
         fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
         capacity = checked.resources
-        concurrent = max_concurrent(cfg, capacity)
+        concurrent = max_concurrent(cfg, capacity, done=trials_done(sweep, retry_failed=retry_failed))
         # One bundle per worker of each trial that may run at once: the autoscaler starts those nodes now, while the
         # first trial is placed, instead of one trial's worth at a time as placement groups wait.
         asks = trial_bundles(cfg)
         log.warning("sweep %s: %d trials at once; %s", cfg.name, concurrent, capacity.describe())
+        asked = []  # the autoscaler request's `ask` while it stands (cluster.scale.requested)
         callbacks = [
             StorageWatch(sweep.uri, lease=held),  # stops the run should another take the sweep over
-            pending_watch(sweep.uri, asks=asks, ceiling=capacity.describe(), requested=capacity.autoscaling),
+            pending_watch(
+                sweep.uri,
+                asks=asks,
+                ceiling=capacity.describe(),
+                requested=capacity.autoscaling,
+                ask=lambda trials: asked and asked[0](asks * trials),  # shrinks it as trials end
+                num_trials=cfg.search.num_trials,
+                concurrent=concurrent,
+            ),
         ]
         if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
             log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
@@ -154,7 +163,8 @@ def run_sweep(
             )
         fit_started = time.monotonic()
         try:
-            with requested(asks * concurrent, autoscaling=capacity.autoscaling):  # withdrawn as the run ends
+            with requested(asks * concurrent, autoscaling=capacity.autoscaling) as ask:  # withdrawn as the run ends
+                asked.append(ask)
                 grid = tuner.fit()
         except Exception:
             raise_if_storage_broke(sweep.uri, cfg.storage.path, cfg.name, held)
@@ -179,6 +189,17 @@ def run_sweep(
             # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
             summary["refit"] = refit(cfg, address=address, worker_logs=progress, data=(examples, encoded))
         return summary
+
+
+def trials_done(sweep: SweepDir, *, retry_failed: bool = False) -> int:
+    """Trials a resumed sweep will not run again, from the summary its last run wrote (0 when there is none): they no
+    longer count towards the trials to run at once. `retry_failed`: failed ones run again."""
+    ended = {TrialState.COMPLETED, TrialState.PRUNED} | (set() if retry_failed else {TrialState.FAILED})
+    try:
+        trials = sweep.read(sweep.summary, {}).get("trials", [])
+    except StorageError:
+        return 0
+    return sum(t.get("state") in ended for t in trials)
 
 
 def ended_early(sweep: SweepDir, grid, num_trials: int, *, budget_spent: bool = False) -> bool:

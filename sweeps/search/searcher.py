@@ -10,12 +10,15 @@
 - `search.sampler`: tpe | random | grid | cmaes; a grid is every configuration of `grid_points`, enqueued.
 - The study is an RDB study (sweeps.search.study): each trial carries its Tune trial id, its cost and, pruned or
   failed, why, as user attributes. Tune pickles the searcher with its experiment; the pickle holds which Tune trial
-  is which study trial, not the study: a resumed run reopens the study and matches them up (`_reconcile`).
+  is which study trial and how each ended, not the study: a resumed run reopens the study and matches them up
+  (`_reconcile`), telling a stored study older than the pickle (an upload that failed) the ends it missed.
+- Initial and grid points: each one no study trial has taken (or waits with) is enqueued at the first suggest.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import sqlite3
 import time
@@ -28,7 +31,7 @@ from sweeps.layout import SweepDir
 from sweeps.search.objective import fold_scores
 from sweeps.search.space import grid_points, searched
 from sweeps.search.study import StudyStore, open_study, study_store
-from trainer.outcome import classify
+from trainer.outcome import Outcome, classify
 from zerotune.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -61,16 +64,19 @@ class FoldSearch(OptunaSearch):
         self._budget_s = cfg.search.time_budget_s
         self._first_at: float | None = None
         self._folds_told: dict[str, int] = {}
+        # how each trial ended, pickled with the searcher: a stored study older than Tune's save is told it on resume
+        self._ended: dict[str, dict] = {}
         self._legacy = False  # a study pickled whole by an older zerotune, in memory
 
     def _setup_study(self, mode: str) -> None:
         direction = "minimize" if mode == "min" else "maximize"
-        self._ot_study, created = open_study(
+        self._ot_study, _ = open_study(
             self._store, direction=direction, sampler=self._sampler, metric=self._score_metric
         )
         # Enqueued at the first suggest, not now: a resumed run whose stored study was lost (never uploaded) skips
-        # the points its saved trials took. A study that exists has them already (asked, or still waiting).
-        self._points_due = list(self._points_to_evaluate) if created else []
+        # the points its saved trials took. Not keyed on `created`: a run can die after the study is made and before
+        # its first trial, with no experiment state saved (so no restore), and its points must still run.
+        self._points_due = self._unqueued()
 
     def __getstate__(self) -> dict:
         # Tune pickles the searcher (tuner.pkl, and each save of the experiment): the study lives in its database,
@@ -89,7 +95,7 @@ class FoldSearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as src:
             saved = pickle.load(src)
-        budget, study, store, due = self._budget_s, self._ot_study, self._store, self._points_due
+        budget, study, store = self._budget_s, self._ot_study, self._store
         if saved.get("_ot_study") is not None:  # saved before the study was an RDB one: it goes on in memory
             log.warning("sweep %s keeps its Optuna study in Tune's state (started before study.db)", store.name)
             self.__dict__.update(saved)
@@ -98,8 +104,9 @@ class FoldSearch(OptunaSearch):
         else:
             trials = saved.pop("_ot_trials")
             self.__dict__.update(saved)
-            self._ot_study, self._store, self._points_due = study, store, due[len(trials) :]
+            self._ot_study, self._store = study, store
             self._reconcile(trials)
+            self._points_due = self._unqueued()
         self._budget_s, self._first_at = budget, None  # this run's budget, counted from this run's first trial
 
     def _reconcile(self, saved: dict[str, dict]) -> None:
@@ -117,12 +124,49 @@ class FoldSearch(OptunaSearch):
             self._folds_told[tid] = len(frozen.intermediate_values)
             if frozen.state.is_finished():
                 self._completed_trials.add(tid)
+            elif tid in self._completed_trials:  # ended, but the stored study is older than Tune's save
+                self._tell_late(tid, frozen)
         for orphan in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if orphan.user_attrs.get(TUNE_ID) not in self._ot_trials:
                 study._storage.set_trial_user_attr(orphan._trial_id, "reason", ORPHAN)
                 study.tell(orphan.number, state=TrialState.FAIL)
                 if "fixed_params" in orphan.system_attrs:  # an initial point: it still has to run
                     study.enqueue_trial(orphan.system_attrs["fixed_params"])
+
+    def _unqueued(self) -> list[dict]:
+        """The initial (or grid) points that no study trial, in any state, has taken or waits with."""
+        taken = [t.system_attrs.get("fixed_params") or t.params for t in self._ot_study.get_trials(deepcopy=False)]
+        return [p for p in self._points_to_evaluate if not any(_same_point(p, t) for t in taken)]
+
+    def _tell_late(self, tid: str, frozen) -> None:
+        """Tell the study how a trial ended that Tune saved as ended: as the searcher saved it, or (a searcher pickled
+        before it saved that) from the trial's fold records: all k folds COMPLETE, otherwise FAIL, with why."""
+        from optuna.trial import TrialState
+
+        ended = self._ended.get(tid) or self._from_records(tid)
+        trial = self._ot_trials[tid]
+        for step, score in enumerate(ended["scores"]):
+            if step not in frozen.intermediate_values:
+                trial.report(score, step)
+        for key, value in ended["attrs"].items():
+            trial.set_user_attr(key, value)
+        self._ot_study.tell(trial, ended["value"], state=TrialState[ended["state"]])
+        self._folds_told[tid] = max(self._folds_told.get(tid, 0), len(ended["scores"]))
+
+    def _from_records(self, tid: str) -> dict:
+        try:
+            records = SweepDir(self._store.sweep).trial(tid).records
+            folds = sorted(records.folds(), key=lambda f: f.fold)
+            ended = classify(folds=folds, k=self._k, oom=records.oom())
+        except StorageError as exc:
+            why = f"its end is not in the study and its records cannot be read: {exc.message}"
+            return {"state": "FAIL", "value": None, "scores": [], "attrs": {"reason": why}}
+        scores = [f.score(self._score_metric) for f in folds]
+        attrs = {"folds_done": len(folds)}
+        if ended.outcome is Outcome.COMPLETED:
+            return {"state": "COMPLETE", "value": sum(scores) / len(scores), "scores": scores, "attrs": attrs}
+        why = str(ended) if ended.outcome.failed else "its end is not in the study (an upload failed)"
+        return {"state": "FAIL", "value": None, "scores": scores, "attrs": {**attrs, "reason": why}}
 
     def _recreate(self, tune_id: str, params: dict):
         """A running trial that Tune saved but the stored study lacks, with its params (and their distributions)."""
@@ -191,6 +235,14 @@ class FoldSearch(OptunaSearch):
         # optuna records a NaN/inf objective (a diverged trial) as FAIL, with a warning
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
+        told = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        scores = [told.intermediate_values[step] for step in sorted(told.intermediate_values)]
+        self._ended[trial_id] = {
+            "state": told.state.name,
+            "value": told.value if told.state == TrialState.COMPLETE else None,  # a pruned one's is its last fold's
+            "scores": scores,
+            "attrs": told.user_attrs,
+        }
         try:
             self._store.upload()  # object storage or a network volume: the stored copy, as of this trial's end
         except (StorageError, OSError, sqlite3.Error) as exc:  # the storage watch stops a sweep whose storage broke
@@ -208,6 +260,16 @@ class FoldSearch(OptunaSearch):
         except StorageError as exc:
             return f"failed (its records cannot be read: {exc.message})"
         return str(ended) if ended.outcome.failed else "error (the sweep's summary has its message)"
+
+
+def _same_point(point: dict, params: dict) -> bool:
+    """Whether a trial's params (or the point it was enqueued with) are this point; floats as stored, near enough."""
+    if point.keys() != params.keys():
+        return False
+    return all(
+        math.isclose(v, params[k]) if isinstance(v, float) and isinstance(params[k], float) else v == params[k]
+        for k, v in point.items()
+    )
 
 
 def make_searcher(cfg: SweepConfig) -> FoldSearch:

@@ -5,9 +5,11 @@ read, named after the sweep.
 - `search.study_storage` unset, storage on an object store (s3://, gs://) or a network filesystem (NFS, SMB, ...),
   where SQLite cannot work or its locking is unsafe: a SQLite file on the driver's local disk, uploaded to the same
   path under the sweep after each trial ends (and when the run ends), and downloaded first when the sweep resumes.
-- `search.study_storage` set: that SQLAlchemy URL as it is (postgresql://HOST/DB, sqlite:////abs/path). Its
-  password is refused (sweeps.config): the URL lands in config.json and job entrypoints, so the database driver
-  takes it from the driver's environment (PGPASSWORD, ~/.pgpass, a MySQL option file).
+- `search.study_storage` set: that SQLAlchemy URL as it is (postgresql://HOST/DB, sqlite:////abs/path: a SQLite
+  path must be absolute, as a job's working directory is temporary). Its password is refused (sweeps.config): the
+  URL lands in config.json and job entrypoints, so the database driver takes it from the driver's environment
+  (PGPASSWORD, ~/.pgpass, a MySQL option file).
+- Downloaded on resume unless the driver's local file is the stored copy plus what a failed upload missed.
 
 One study belongs to one sweep: it carries the sweep's URI as a user attribute, and a study of the same name that
 another sweep made is refused.
@@ -54,7 +56,8 @@ class StudyStore:
 
     def fetch(self) -> None:
         """Before the study is opened: the stored copy replaces the driver's local file (the stored one is what the
-        sweep's runs agreed on; a local file with no stored copy is left over from an older sweep of this URI)."""
+        sweep's runs agreed on; a local file with no stored copy is left over from an older sweep of this URI),
+        unless the local file is that copy plus what a failed upload missed."""
         if self.upload_to is None:
             return
         Path(self.local).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -68,6 +71,9 @@ class StudyStore:
                 field="storage.path",
                 fix="restore it from a copy, or delete it to start the study afresh (the sweep's records stay)",
             )
+        if _local_is_ahead(self.local, data):  # an upload failed after the stored copy was made: keep what it missed
+            log.info("the local Optuna study %s is newer than its stored copy: kept", self.local)
+            return
         tmp = f"{self.local}.tmp-{os.getpid()}"
         Path(tmp).write_bytes(data)
         os.replace(tmp, self.local)
@@ -85,6 +91,39 @@ class StudyStore:
             src.close()
             snapshot.close()
         write_bytes(self.upload_to, data)
+
+
+_FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # optuna's TrialState names, as its `trials` table stores them
+
+
+def _local_is_ahead(local: str, stored: bytes) -> bool:
+    """Whether the driver's local file is the stored copy plus later changes: every stored trial is in it, started at
+    the same time (not a leftover of an older sweep of this URI), in the same state where the stored one had ended,
+    with at least as many fold scores. A local file that is not so (another driver went on from the stored copy,
+    or it is damaged) is replaced."""
+    if not os.path.exists(local):
+        return False
+    src, copy = sqlite3.connect(local), sqlite3.connect(":memory:")
+    try:
+        copy.deserialize(stored)
+        (mine, my_scores), (theirs, their_scores) = _history(src), _history(copy)
+    except sqlite3.Error:
+        return False
+    finally:
+        src.close()
+        copy.close()
+    for number, (start, state) in theirs.items():
+        if number not in mine or (start is not None and mine[number][0] != start):
+            return False
+        if state in _FINISHED and mine[number][1] != state:
+            return False
+    return my_scores >= their_scores
+
+
+def _history(db: sqlite3.Connection) -> tuple[dict[int, tuple], int]:
+    """({trial number: (start time, state)}, number of fold scores) of a study file (the sweep's only study)."""
+    trials = {n: (start, state) for n, start, state in db.execute("SELECT number, datetime_start, state FROM trials")}
+    return trials, db.execute("SELECT COUNT(*) FROM trial_intermediate_values").fetchone()[0]
 
 
 def study_store(cfg) -> StudyStore:
@@ -117,12 +156,17 @@ def sync_study(cfg) -> None:
 def open_study(store: StudyStore, *, direction: str, sampler, metric: str):
     """(the study, whether it was created now). A new study is tagged with its sweep and its metric's name."""
     import optuna
+    from sqlalchemy.pool import NullPool
 
     store.fetch()
     if store.url.startswith("sqlite:///"):
         Path(store.local).parent.mkdir(parents=True, exist_ok=True)
     try:
-        storage = optuna.storages.RDBStorage(store.url)
+        # SQLite: no pooled connection held between operations, so the file is open only while the study is
+        # read or written (a sweep directory can then be remounted read-only, or synced, without a driver's
+        # open handle; the read-only storage test does exactly that).
+        kwargs = {"engine_kwargs": {"poolclass": NullPool}} if store.url.startswith("sqlite:") else {}
+        storage = optuna.storages.RDBStorage(store.url, **kwargs)
     except Exception as exc:  # SQLAlchemy's errors (unreachable server, refused login), a missing DB driver
         raise StorageError(
             f"cannot open the Optuna study storage {redacted(store.url)}: {type(exc).__name__}: {str(exc)[:300]}",
@@ -184,6 +228,11 @@ def study_storage_problems(url: str | None) -> list[tuple[str, str, str]]:
         parsed.get_dialect().import_dbapi()
     except Exception as exc:  # NoSuchModuleError (unknown dialect), ImportError (driver not installed)
         return [(FIELD, f"no database driver for {parsed.drivername!r}: {exc}", "install its driver package")]
+    if parsed.get_backend_name() == "sqlite" and not os.path.isabs(parsed.database or ""):
+        # relative to the driver's working directory: a temporary one under `ray job submit`, gone after the job
+        why = f"a SQLite file needs an absolute path ({parsed.database or 'in memory'!r} is not one)"
+        fix = "use sqlite:////abs/path/study.db, or leave search.study_storage unset for a study.db under the sweep"
+        return [(FIELD, why, fix)]
     return []
 
 

@@ -41,17 +41,25 @@ class ResumedSearch(SearchGenerator):
         self.searcher.set_max_concurrency(self.concurrent)
 
 
-def keep_credentials_out_of_trial_actors() -> None:
-    """Stop Tune from copying the driver's AWS keys into every trial actor's runtime_env.
+# Cloud credential variables (and their configuration) by prefix: AWS's keys and session tokens, Google's
+# GOOGLE_APPLICATION_CREDENTIALS and the like; Tune copies some of them today, and a copied list would miss new ones.
+CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_")
 
-    Tune (ray.tune.execution.class_cache) adds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the session tokens to the
-    trial actors' runtime_env, which Ray writes to its runtime_env_agent.log and keeps in its actor table (the
-    dashboard's): the secret would outlive the sweep in logs. Trial actors run on the driver's node and, as the
-    training workers always do, take credentials from the node's environment or the SDK's chain instead."""
+
+def keep_credentials_out_of_trial_actors() -> None:
+    """Stop Tune from copying the driver's cloud credentials into every trial actor's runtime_env.
+
+    Tune (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE) adds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the
+    session tokens to the trial actors' runtime_env, which Ray writes to its runtime_env_agent.log and keeps in its
+    actor table (the dashboard's): the secret would outlive the sweep in logs. Every AWS_* and GOOGLE_* variable is
+    dropped from that set. Trial actors run on the driver's node and, as the training workers always do, take
+    credentials from the node's environment or the SDK's chain instead."""
     from ray.tune.execution import class_cache
 
-    secrets = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
-    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - secrets  # read at each actor class
+    # Read at each actor class made, so replacing the module's set is enough.
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith(CREDENTIAL_PREFIXES)
+    }
 
 
 def new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, progress: bool, callbacks: list):

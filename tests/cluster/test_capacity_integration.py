@@ -258,3 +258,57 @@ def test_a_fixed_cluster_gives_the_live_ceiling():
         finally:
             ray.shutdown()
             cluster.shutdown()
+
+
+def test_a_kuberay_shaped_head_whose_autoscaler_cannot_be_read_is_unbounded_and_asked_for_every_trial_left(
+    tmp_path, tiny_bert_dir, keyword_csv
+):
+    """As this project's KubeRay manifests run it: the head started with autoscaler v2 enabled (KubeRay sets
+    RAY_enable_autoscaler_v2) and no monitor of its own (KubeRay passes --no-monitor: the autoscaler is a sidecar the
+    driver cannot see, and the Ray container has no Kubernetes token), 0 CPUs, no worker up. A GPU sweep is accepted,
+    runs every trial left at once, asks the autoscaler (the GCS's resource constraints) for all their workers, and
+    shrinks the request as trials end."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cluster.local import cluster_capacity
+    from cluster.scale import requested
+    from sweeps.preflight.checks import max_concurrent, trial_bundles
+    from sweeps.preflight.validate import validate
+    from sweeps.search.pending import pending_watch
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with token_env(
+        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24), "RAY_enable_autoscaler_v2": "1"}
+    ):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "no_monitor": True})
+        try:
+            ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+            capacity = cluster_capacity()
+            assert (capacity.source, capacity.autoscaling, capacity.unbounded) == ("live", True, True)
+            cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv)
+            cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"use_gpu": True})})
+            report = validate(cfg, address=cluster.address)  # no live node has a GPU: not refused, but said so
+            assert any("node types cannot be read" in line for line in report["checks"]), report["checks"]
+            concurrent = max_concurrent(cfg, capacity)
+            assert concurrent == cfg.search.num_trials == 6
+            asks = trial_bundles(cfg)
+            with requested(asks * concurrent, autoscaling=capacity.autoscaling) as ask:
+                assert sum(r.count for r in _constraints(cluster.address)) == 6
+                watch = pending_watch(
+                    str(tmp_path / "ceiling"),
+                    asks=asks,
+                    ceiling=capacity.describe(),
+                    requested=True,
+                    ask=lambda trials: ask(asks * trials),
+                    num_trials=6,
+                    concurrent=concurrent,
+                )
+                ended = [SimpleNamespace(trial_id=f"t{i}", status="TERMINATED") for i in range(5)]
+                watch.refresh([*ended, SimpleNamespace(trial_id="t5", status="RUNNING")])
+                assert sum(r.count for r in _constraints(cluster.address)) == 1  # only the running trial's worker
+            assert _constraints(cluster.address) == []
+        finally:
+            ray.shutdown()
+            cluster.shutdown()

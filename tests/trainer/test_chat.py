@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from trainer.chat import CHATML, TEMPLATES, render, template_for
 from trainer.config import DataConfig
-from trainer.data import collate, read_table, to_examples, tokenize
+from trainer.data import collate, to_examples, tokenize
+from trainer.tables import read_table
 from zerotune.errors import DataError
 
 TURNS = [
@@ -155,7 +156,7 @@ def test_alpaca_rows_are_a_user_and_an_assistant_turn(llama_tok):
     labels = collate(encoded, np.array([0, 1]), "causal-lm")["labels"]
     assert llama_tok.decode(labels[0][labels[0] != -100].tolist()) == "5<|im_end|>"
     # generation continues from the last answer's start: the prompt ends with the assistant's opening
-    start = int(encoded.loss_start[0])
+    start = int(encoded.answers[0][0])
     assert llama_tok.decode(encoded.input_ids[0][:start].tolist()).endswith("<|im_start|>assistant\n")
     with pytest.raises(DataError) as err:
         to_examples(df.drop(columns="output"), cfg, "causal-lm", seed=0)
@@ -176,3 +177,21 @@ def test_an_opening_assistant_turn_is_context_not_an_answer(llama_tok):
     df = pd.DataFrame({"messages": [opening, opening[:1]]})
     ex = to_examples(df, DataConfig(path="x", format="chat"), "causal-lm", seed=0)
     assert len(ex) == 1 and ex.dropped == {"no assistant turn": 1}
+
+
+def test_an_alpaca_json_array_file_and_a_json_lines_file_both_read(tmp_path):
+    """LLaMA-Factory's alpaca_data.json is one indented JSON array of records; a .json file may also be JSON lines."""
+    records = [
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Say hi.", "input": "", "output": "hi"},
+    ]
+    array, lines = tmp_path / "alpaca_data.json", tmp_path / "lines.json"
+    array.write_text("\n  " + json.dumps(records, indent=2), encoding="utf-8")
+    lines.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    for path in (array, lines):
+        cfg = DataConfig(path=str(path), format="alpaca")
+        ex = to_examples(read_table(cfg), cfg, "causal-lm", seed=0)
+        assert ex.turns == [
+            [{"role": "user", "content": "Add the numbers.\n\n2 and 3"}, {"role": "assistant", "content": "5"}],
+            [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}],
+        ]

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import VADER
 from trainer.config import DataConfig
-from trainer.data import collate, read_table, resolve_path, to_examples, tokenize
+from trainer.data import collate, resolve_path, to_examples, tokenize
+from trainer.tables import read_table
 from zerotune.errors import ConfigError, DataError
 
 
@@ -202,20 +203,28 @@ def test_sentence_pairs_train_with_the_segment_ids_the_tokenizer_gives(tiny_bert
     assert not single.paired and "token_type_ids" not in collate(single, np.array([0, 1]), "classification")
 
 
-def test_causal_lm_rows_carry_one_loss_mask_and_a_cut_answer_keeps_a_label(tiny_gpt2_dir):
-    """Plain text: every token is in the loss; a prompt that fills max_length leaves its last token as the only
-    label (a batch with no label has a NaN loss) and generation would continue from there."""
+def test_causal_lm_rows_carry_one_loss_mask_and_a_row_cut_before_its_answer_is_dropped(tiny_gpt2_dir):
+    """Plain text: every token is in the loss; a prompt that fills max_length leaves no label at all (before, its
+    last prompt token was trained on), and drop_unanswered drops that row, counted with the other dropped rows."""
     from trainer.config import ModelConfig
+    from trainer.data import ANSWER_CUT, drop_unanswered
     from trainer.model import load_tokenizer
 
     tok = load_tokenizer(ModelConfig(path=str(tiny_gpt2_dir)))
     plain = to_examples(pd.DataFrame({"text": ["hello there", "how are you"]}), _cfg("x"), "causal-lm", seed=0)
     enc = tokenize(plain, tok, "causal-lm", 64)
-    assert all(m.all() for m in enc.loss_mask) and enc.loss_start.tolist() == [0, 0]
-    df = pd.DataFrame({"q": ["a long prompt " * 10, "hi"], "a": ["cut away", "hello"]})
+    assert all(m.all() for m in enc.loss_mask) and enc.answers[:, 0].tolist() == [0, 0]
+    assert drop_unanswered(plain, tok, 1, None) is plain  # plain text is never cut before an answer
+    df = pd.DataFrame({"q": ["a long prompt " * 10, "hi", "hey"], "a": ["cut away", "hello", "yo"]})
     cfg = _cfg("x", prompt_column="q", response_column="a", label_column=None)
-    enc = tokenize(to_examples(df, cfg, "causal-lm", seed=0), tok, "causal-lm", 8)
-    assert len(enc.input_ids[0]) == 8 and enc.loss_mask[0].tolist() == [False] * 7 + [True]
-    assert enc.loss_start[0] == 7 and enc.loss_start[1] == len(tok("hi\n", add_special_tokens=False)["input_ids"])
-    labels = collate(enc, np.array([0, 1]), "causal-lm")["labels"]
-    assert (labels[0] != -100).sum() == 1
+    examples = to_examples(df, cfg, "causal-lm", seed=0)
+    enc = tokenize(examples, tok, "causal-lm", 8)
+    assert len(enc.input_ids[0]) == 8 and not enc.loss_mask[0].any()  # no prompt token is a label
+    assert enc.answers[1][0] == len(tok("hi\n", add_special_tokens=False)["input_ids"])
+    kept = drop_unanswered(examples, tok, 8, None)
+    assert kept.texts == ["hi", "hey"] and kept.responses == ["hello", "yo"] and kept.dropped == {ANSWER_CUT: 1}
+    labels = collate(tokenize(kept, tok, "causal-lm", 8), np.array([0, 1]), "causal-lm")["labels"]
+    assert tok.decode(labels[0][labels[0] != -100].tolist(), skip_special_tokens=True) == "hello"
+    with pytest.raises(DataError) as err:
+        drop_unanswered(examples, tok, 1, None)
+    assert err.value.problems[0][0] == "model.max_length"

@@ -142,3 +142,23 @@ def test_a_merged_lora_exports_in_bf16_and_reloads_with_the_peft_models_logits(t
         got = reloaded(input_ids=ids).logits.float()
     assert (expected - base).abs().max() > 0.05  # the adapter changes the outputs ...
     torch.testing.assert_close(got, expected, atol=0.03, rtol=0.02)  # ... and the bf16 merge keeps that change
+
+
+def test_a_4bit_lora_export_refuses_adapters_that_do_not_load(tmp_path, llama_dir):
+    """A QLoRA export loads only the fit's adapters into a fresh fp32 model, non-strictly: keys under another prefix
+    would load nothing and export the bare base, so that is an error; the right keys export."""
+    from trainer.export import save_peft
+    from trainer.model import load_model
+    from zerotune.errors import ZerotuneError
+
+    plain = ModelConfig(path=str(llama_dir), method="lora")
+    state = {k: v for k, v in load_model(plain, "causal-lm").state_dict().items() if "lora_" in k}
+    spec = dataclasses.replace(
+        _spec(llama_dir, "causal-lm", tmp_path / "model"), model=plain.model_copy(update={"quantization": "4bit"})
+    )
+    export = dict(spec=spec, label_names=None, fmt="adapter", dtype=torch.float32)
+    moved = {k.replace("base_model.model.", "base_model.", 1): v for k, v in state.items()}
+    with pytest.raises(ZerotuneError, match="lose the trained adapters"):
+        save_peft(moved, out=tmp_path / "wrong", **export)
+    save_peft(state, out=tmp_path / "right", **export)
+    assert (tmp_path / "right" / "adapter_config.json").is_file()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from trainer.loop import record_oom
+from trainer.loop import epoch_micro_batches, record_oom
 from trainer.progress import EpochResult, FoldProgress, TrainedEpoch
 from trainer.records import Diverged, FitRecords, FoldRecord
 from trainer.spec import EpochReport
@@ -129,3 +129,20 @@ def test_an_epoch_so_far_round_trips_and_each_epochs_step_losses_are_kept():
         result = EpochResult(epoch, dataclasses.replace(back, losses=losses), {"f1_macro": 0.5}, seconds=1.0)
         progress = progress.add(result, result.history_entry(world=1, batch_size=2), spec)
     assert progress.step_losses == ((4.0, 3.5), (3.0, 2.0), (1.5, 1.0)) and progress.last.epoch == 2
+
+
+def test_every_epoch_and_step_checkpoint_ends_on_a_deepspeed_accumulation_boundary():
+    """grad_accum 2 over 7 micro-batches a rank: DeepSpeed steps when (micro_steps + 1) % 2 == 0, micro_steps counted
+    over the whole fold and from 0 after a checkpoint load; train_epoch saves every 2 optimizer steps (4 micro-batches)
+    counted from the epoch's start. Both must agree in every epoch, or a save lands mid-accumulation."""
+    train = SimpleNamespace(grad_accum=2, max_steps_per_epoch=None)
+    per_epoch = epoch_micro_batches(7, train)
+    assert per_epoch == 6 and epoch_micro_batches(1, train) == 2  # at least one whole cycle
+    assert epoch_micro_batches(7, SimpleNamespace(grad_accum=2, max_steps_per_epoch=2)) == 4
+    every, micro_steps = 2 * train.grad_accum, 0  # the fold's micro-batches so far, as DeepSpeed counts them
+    for _epoch in range(3):
+        for step in range(per_epoch):
+            boundary = (micro_steps + 1) % train.grad_accum == 0  # DeepSpeed's is_gradient_accumulation_boundary
+            micro_steps += 1
+            if (step + 1) % every == 0 or step + 1 == per_epoch:  # train_epoch's save points and the epoch's end
+                assert boundary, (_epoch, step)

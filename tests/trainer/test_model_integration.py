@@ -51,7 +51,8 @@ def _cfg(name, root, model_path, data, *, max_length, batch_size, epochs):
 
 def _chinese_texts() -> list[str]:
     from trainer.config import DataConfig
-    from trainer.data import read_table, to_examples
+    from trainer.data import to_examples
+    from trainer.tables import read_table
 
     cfg = DataConfig(**CHINESE)
     return to_examples(read_table(cfg), cfg, "classification", seed=0).texts

@@ -104,6 +104,9 @@ def test_bf16_weights_train_with_fp32_master_copies(world_of_one, llama_dir, sta
         engine.step()
 
     assert type(engine.optimizer).__name__ == WRAPPER[stage]
+    if stage:  # data_types.grad_accum_dtype (trainer.ds_config) reaches each ZeRO stage's optimizer: sums in fp32
+        accumulates = getattr(engine.optimizer, "grad_acc_dtype", None) or engine.optimizer.gradient_accumulation_dtype
+        assert accumulates == torch.float32
     # torch's AdamW keys its state by the tensors it steps (ZeRO 3 takes them out of its param_groups between steps)
     masters = list(engine.basic_optimizer.state)
     assert masters and {p.dtype for p in masters} == {torch.float32}
@@ -145,3 +148,65 @@ def test_a_fits_model_follows_its_specs_precision_and_checkpointing(llama_dir):
     on_bf16_gpu = load_for_fit(spec, label_names=None, device="cuda", bf16_supported=True)  # weights load on CPU
     assert on_bf16_gpu.dtype == torch.bfloat16
     assert load_for_fit(spec, label_names=None, device="cuda", bf16_supported=False).dtype == torch.float16
+
+
+ADDED = ("lora_", "prompt_encoder")  # parameters PEFT adds to the loaded model
+
+
+@pytest.mark.parametrize(("task", "method"), [("causal-lm", "lora"), ("causal-lm", "prompt-tuning")])
+def test_zero3_loads_each_ranks_partition_and_trains_only_inside_the_loading_block(
+    world_of_one, llama_dir, task, method
+):
+    """ZeRO-3: a causal LM's base weights are DeepSpeed partitions from the moment they load (no whole copy per rank)
+    and hold the checkpoint's values; a LoRA adapter or virtual tokens on top train under the engine; after the
+    block a model loads whole again (rank 0's export)."""
+    import deepspeed
+
+    from trainer.model import parameter_count, partitioned_loading
+
+    cfg = ModelConfig(path=str(llama_dir), method=method, lora={"target_modules": "attention"})
+    config = build_deepspeed_config(
+        ds=DeepSpeedConfig(zero_stage=3),
+        train=TrainConfig(batch_size=2, learning_rate=1e-2, warmup_ratio=0.0),
+        world_size=1,
+        steps_per_epoch=4,
+        device="cpu",
+    )
+    whole = load_model(cfg, task, label_names=["a", "b", "c"])
+    with partitioned_loading(config, cfg, task):
+        model = load_model(cfg, task, label_names=["a", "b", "c"])
+        # what the fit adds (adapters, virtual tokens, a new head) is created whole: deepspeed.initialize partitions it
+        base = [p for n, p in model.named_parameters() if not any(new in n for new in ADDED)]
+        assert base and all(hasattr(p, "ds_id") and p.numel() == 0 for p in base)  # placeholders: partitioned
+        assert parameter_count(model) == parameter_count(whole)
+        assert parameter_count(model, trainable=True) == parameter_count(whole, trainable=True)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=config)
+    loaded = [(n, p) for n, p in model.named_parameters() if not any(new in n for new in ADDED)]
+    with deepspeed.zero.GatheredParameters([p for _, p in loaded]):  # rank 0's checkpoint values, in partitions
+        assert all(torch.equal(p, dict(whole.named_parameters())[n]) for n, p in loaded)
+    assert not any(hasattr(p, "ds_id") for p in load_model(cfg, task, label_names=["a", "b", "c"]).parameters())
+    ids = torch.randint(1, whole.config.vocab_size, (2, 8))
+    losses = []
+    for _ in range(4):
+        loss = engine(input_ids=ids, labels=ids).loss
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_zero3_loads_a_new_classification_head_whole(llama_dir):
+    """transformers' ZeRO-3 loader ignores ignore_mismatched_sizes, so a checkpoint's head of another size would not
+    load: classification (like partial fine-tuning and GGUF) loads whole, for deepspeed.initialize to partition."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from trainer.model import partitioned_loading
+
+    config = {"zero_optimization": {"stage": 3}}
+    for task, cfg in [
+        ("classification", ModelConfig(path=str(llama_dir))),
+        ("causal-lm", ModelConfig(path=str(llama_dir), method="partial", top_layers=1)),
+    ]:
+        with partitioned_loading(config, cfg, task):
+            assert not is_deepspeed_zero3_enabled()

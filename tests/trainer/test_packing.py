@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from trainer.data import Encoded
-from trainer.packing import Packed, batches_per_epoch, collate_packed, epoch_batches, pack, token_mask
+from trainer.packing import Packed, collate_packed, epoch_batches, pack, sequence_count, token_mask
+from trainer.worker import Worker, batches_per_rank
+from zerotune.errors import ZerotuneError
 
 TEXTS = ["hello there how are you", "fine thanks and you", "the weather is nice today", "what a day it was"]
 
@@ -100,7 +102,7 @@ def test_epochs_repack_with_the_same_count_on_every_rank():
     rng = np.random.default_rng(1)
     encoded = _encoded(rng.integers(2, 20, size=90).tolist(), pack_to=32)
     train_rows = np.arange(0, 90, dtype=np.int64)
-    n = batches_per_epoch(encoded, train_rows, world=2, batch=3)
+    n = batches_per_rank(sequence_count(encoded, train_rows), 2, 3)
     seen_by_epoch = []
     for epoch in range(3):
         per_rank = [
@@ -125,3 +127,25 @@ def test_token_mask_counts_rows_not_padding():
         inputs = collate_packed(encoded, packed, flat=flat)
         mask = token_mask(encoded, packed, inputs)
         assert int(mask.sum()) == sum(_LENGTHS) and mask.shape == inputs["input_ids"].shape
+
+
+def test_fewer_packed_sequences_than_ranks_is_refused_not_trained_as_nothing():
+    """6 rows of 20 tokens pack into 2 sequences of 64: 4 ranks would each get none, train nothing and report a
+    loss of 0. The worker refuses, with an error that survives the trip to the driver (pickled)."""
+    import pickle
+    from types import SimpleNamespace
+
+    encoded = _encoded([20] * 6, pack_to=64)
+    rows = np.arange(6)
+    assert sequence_count(encoded, rows) == 2
+
+    def worker(world):
+        spec = SimpleNamespace(train=SimpleNamespace(batch_size=1))
+        return Worker(0, spec, encoded, [], 0, world, None, False, None, None, 0.0)
+
+    assert worker(2).batches_per_epoch(rows) == 1
+    with pytest.raises(ZerotuneError) as err:
+        worker(4).batches_per_epoch(rows)
+    again = pickle.loads(pickle.dumps(err.value))
+    assert again.field == "data.packing" and "2 packed sequences of up to 64 tokens cannot feed 4 ranks" in str(again)
+    assert "data.packing: false" in again.fix and "max_length" in again.fix

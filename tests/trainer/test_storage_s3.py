@@ -132,7 +132,7 @@ def test_data_is_read_from_object_storage(s3, suffix, tmp_path):
     import pandas as pd
 
     from trainer.config import DataConfig
-    from trainer.data import read_table
+    from trainer.tables import read_table
 
     df = pd.DataFrame({"text": ["a b", "NA", "c"], "label": ["x", "y", "x"]})
     local = tmp_path / f"rows{suffix}"
@@ -148,7 +148,7 @@ def test_data_is_read_from_object_storage(s3, suffix, tmp_path):
 
 def test_reading_data_that_is_not_there_or_damaged_names_the_uri(s3):
     from trainer.config import DataConfig
-    from trainer.data import read_table
+    from trainer.tables import read_table
     from zerotune.errors import DataError
 
     missing = s3.uri("none.csv")

@@ -162,3 +162,59 @@ def test_a_worker_group_that_fits_nodes_the_autoscaler_can_start_is_accepted(tmp
     with pytest.raises(ConfigError) as err:  # more workers than the ceiling's nodes
         preflight(_cfg(tmp_path, tiny_bert_dir, keyword_csv), resources=lambda: _autoscaling(max_workers=1))
     assert [p[0] for p in err.value.problems] == ["scaling.num_workers"] and "num_workers <= 1" in str(err.value)
+
+
+def _unbounded():
+    from cluster.capacity import Capacity, NodeType
+
+    head = NodeType("head", {"CPU": 2.0, "memory": 4e9}, 1)  # KubeRay's head, no worker up (minReplicas 0)
+    return Capacity(node_types=(head,), source="live", autoscaling=True, unbounded=True, up={"CPU": 2.0})
+
+
+def test_an_autoscaler_whose_node_types_cannot_be_read_is_not_refused_but_named(tmp_path, tiny_bert_dir, keyword_csv):
+    # A GPU sweep on the project's own KubeRay: no live node has a GPU, the autoscaler can start some.
+    cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv, scaling={"num_workers": 2, "use_gpu": True})
+    ok = preflight(cfg, resources=_unbounded)
+    assert "an autoscaler runs but its node types cannot be read" in ok.checks[-1], ok.checks[-1]
+    # Every trial left may run: the autoscaler starts what it can, Tune places trials as nodes arrive.
+    assert max_concurrent(cfg, ok.resources) == cfg.search.num_trials == 8
+    assert max_concurrent(cfg, ok.resources, done=6) == 2  # a resumed sweep with 6 trials finished
+
+
+def test_concurrency_never_exceeds_the_trials_left_or_what_the_ceiling_fits(tmp_path, tiny_bert_dir, keyword_csv):
+    search = {"space": {"batch_size": [4]}, "num_trials": 3, "max_concurrent_trials": 10}
+    cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv, search=search)  # 2 workers x 1 CPU per trial
+    assert max_concurrent(cfg, {"CPU": 64.0}) == 3  # not 10: only 3 trials
+    assert max_concurrent(cfg, {"CPU": 64.0}, done=2) == 1  # a resumed sweep with 2 of them finished
+    assert max_concurrent(cfg, {"CPU": 4.0}) == 2  # the ceiling holds 2 worker groups
+    assert max_concurrent(cfg, _autoscaling(max_workers=2)) == 1
+
+
+def _offload(tmp_path, tiny_bert_dir, keyword_csv):
+    ds = {"zero_stage": 2, "offload_optimizer": True}
+    return _cfg(tmp_path, tiny_bert_dir, keyword_csv, deepspeed=ds, scaling={"num_workers": 1})
+
+
+def test_offload_memory_is_checked_against_the_largest_node_not_the_sum(tmp_path, tiny_bert_dir, keyword_csv):
+    from cluster.capacity import Capacity, NodeType
+    from sweeps.preflight.checks import OFFLOAD_BYTES
+
+    cfg = _offload(tmp_path, tiny_bert_dir, keyword_csv)
+    need = count_parameters(cfg) * OFFLOAD_BYTES["optimizer"]
+    # 1000 nodes (an unlimited autoscaler type), each with half of what one worker offloads.
+    many = Capacity(node_types=(NodeType("cpu", {"CPU": 4.0, "memory": need / 2}, 1000),), source="autoscaler")
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, resources=lambda: many)
+    assert [p[0] for p in err.value.problems] == ["deepspeed.offload_optimizer"]
+    assert "the largest node has" in str(err.value)
+    big = Capacity(node_types=(NodeType("cpu", {"CPU": 4.0, "memory": need * 2}, 1),), source="autoscaler")
+    preflight(cfg, resources=lambda: big)
+
+
+def test_offload_memory_is_not_checked_against_the_drivers_ram_when_node_memory_is_unknown(
+    tmp_path, tiny_bert_dir, keyword_csv, caplog
+):
+    cfg = _offload(tmp_path, tiny_bert_dir, keyword_csv)
+    with caplog.at_level("WARNING", logger="sweeps.preflight.checks"):
+        preflight(cfg, resources=lambda: _autoscaling())  # node types without memory: unknown, not this machine's
+    assert "host memory for ZeRO offload not checked" in caplog.text

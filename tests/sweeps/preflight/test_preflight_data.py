@@ -1,11 +1,13 @@
 """sweeps/preflight/data.py (named apart from tests/trainer/test_data.py): the held-out test split is checked
 against the classes and groups before sklearn cuts it (sklearn raises a bare ValueError otherwise)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sweeps.config import load_config
 from sweeps.preflight.data import prepare_sweep
+from trainer.data import tokenize
 from zerotune.errors import ConfigError
 
 
@@ -78,11 +80,58 @@ def test_packing_is_refused_where_rows_are_scored_alone_or_open_with_virtual_tok
         prepare_sweep(_cfg(tmp_path, _three_classes(4), data={"packing": True}))
     assert err.value.problems[0][0] == "data.packing" and "classification" in err.value.problems[0][1]
     cfg = _chat_cfg(tmp_path, tiny_gpt2_dir, chat_template="chatml", packing=True)
-    prepare_sweep(cfg)  # causal-lm packs
+    prepare_sweep(load_config(raw={**cfg.model_dump(), "scaling": {"num_workers": 1}}))  # causal-lm packs
     prompt = load_config(raw={**cfg.model_dump(), "model": {"path": str(tiny_gpt2_dir), "method": "prompt-tuning"}})
     with pytest.raises(ConfigError) as err:
         prepare_sweep(prompt)
     assert err.value.problems[0][0] == "model.method" and "data.packing: false" in err.value.problems[0][2]
+
+
+def test_packing_fewer_sequences_than_workers_is_refused_before_the_fit_trains_nothing(tmp_path, tiny_gpt2_dir):
+    """6 short chat rows, k=2: each fold's 3 training rows pack into one sequence of 128 tokens, and 2 workers would
+    each get none of it; at a max_length too short for two rows to share a sequence each fold packs into 3."""
+    cfg = _chat_cfg(tmp_path, tiny_gpt2_dir, chat_template="chatml", packing=True)
+    assert cfg.scaling.num_workers == 2
+    with pytest.raises(ConfigError) as err:
+        prepare_sweep(cfg)
+    assert len(err.value.problems) == 2  # both folds
+    field, message, fix = err.value.problems[0]
+    assert field == "data.packing" and "pack into 1 sequences of up to 128 tokens, fewer than the 2 workers" in message
+    assert "smaller model.max_length" in fix and "fewer scaling.num_workers" in fix and "data.packing: false" in fix
+    one = load_config(raw={**cfg.model_dump(), "scaling": {"num_workers": 1}})
+    rows = prepare_sweep(one)[0]  # the rows' token counts, to pick a max_length that keeps each row whole
+    from trainer.model import load_tokenizer
+
+    lengths = [
+        len(ids)
+        for ids in tokenize(rows, load_tokenizer(cfg.model), "causal-lm", 128, chat_template="chatml").input_ids
+    ]
+    short = {**cfg.model_dump(), "model": {"path": str(tiny_gpt2_dir), "max_length": max(lengths) + 1}}
+    assert 2 * min(lengths) > max(lengths) + 1
+    prepare_sweep(load_config(raw=short))
+
+
+def test_a_chat_row_cut_before_its_answer_is_dropped_and_counted(tmp_path, tiny_gpt2_dir):
+    """A long system turn fills model.max_length before the assistant speaks: the row is dropped (before, its last
+    system token was trained on), counted in `dropped` like the rows without an assistant turn."""
+    from trainer.data import ANSWER_CUT
+
+    path = tmp_path / "chat.jsonl"
+    turns = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(4)]
+    turns.append([{"role": "system", "content": "be brief " * 40}, *turns[0]])
+    turns.append([{"role": "user", "content": "q"}])  # nothing to train on either
+    pd.DataFrame({"messages": turns}).to_json(path, orient="records", lines=True)
+    raw = {
+        "task": "causal-lm",
+        "model": {"path": str(tiny_gpt2_dir), "max_length": 48},
+        "data": {"path": str(path), "format": "chat", "label_column": None, "chat_template": "chatml"},
+        "folds": {"k": 2},
+        "search": {"space": {"batch_size": [1]}},
+    }
+    examples, folds = prepare_sweep(load_config(raw=raw))
+    assert len(examples) == 4 and examples.dropped == {"no assistant turn": 1, ANSWER_CUT: 1}
+    assert all("be brief" not in t[0]["content"] for t in examples.turns)
+    assert sorted(np.concatenate([v for _, v in folds.folds]).tolist()) == [0, 1, 2, 3]
 
 
 def test_a_gguf_files_chat_template_is_read_from_its_metadata_alone(tmp_path):

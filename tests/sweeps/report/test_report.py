@@ -282,6 +282,9 @@ def test_the_report_shows_the_latest_completed_refit(tmp_path):
     assert (refit["trial_id"], refit["metrics"]["mse"], refit["model_dir"]) == ("t0001", 0.2, runs[1].model)
 
 
+SYSTEM = "You are a helpful assistant who answers briefly. " * 4
+
+
 def test_sample_generations_of_the_best_trial_are_shown_and_validate(tmp_path):
     """train.generate_eval keeps sample generations in each fold record: the report shows a few per fold."""
     import dataclasses
@@ -295,8 +298,9 @@ def test_sample_generations_of_the_best_trial_are_shown_and_validate(tmp_path):
     for trial_id in ("t0000", "t0001"):
         records = SweepDir(str(root)).trial(trial_id).records
         for record in records.folds():
-            samples = [
-                {"row": r, "prompt": f"q{r} <b>", "reference": "a | b", "generated": "x" * 300} for r in range(5)
+            samples = [  # a long system prompt opens each prompt: its question, at the end, must still show
+                {"row": r, "prompt": SYSTEM + f"q{r} <b>", "reference": "a | b", "generated": "x" * 300}
+                for r in range(5)
             ]
             metrics = {**record.metrics, "rouge_l": 0.25, "exact_match": 0.0, "generations": samples}
             records.write_fold(dataclasses.replace(record, metrics=metrics))
@@ -305,6 +309,7 @@ def test_sample_generations_of_the_best_trial_are_shown_and_validate(tmp_path):
     assert [(g["fold"], g["row"]) for g in shown] == [(f, r) for f in range(3) for r in range(SAMPLES)]
     jsonschema.validate(out["facts"], _schema())
     md = Path(out["files"]["md"]).read_text()
-    assert "## Best trial: sample generations" in md and "| 0 | 1 | q1 <b> | a \\| b | " + "x" * 159 + "… |" in md
-    assert "<td>q0 &lt;b&gt;</td>" in Path(out["files"]["html"]).read_text()
+    prompt = "…" + (SYSTEM + "q1 <b>")[-159:]
+    assert "## Best trial: sample generations" in md and f"| 0 | 1 | {prompt} | a \\| b | " + "x" * 159 + "… |" in md
+    assert "q0 &lt;b&gt;</td>" in Path(out["files"]["html"]).read_text()
     assert "rouge_l" in out["facts"]["best"]["metrics"]  # and the scores sit with the other metrics

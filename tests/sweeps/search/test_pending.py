@@ -47,3 +47,33 @@ def test_a_stale_record_is_ignored(tmp_path):
     sweep.write(sweep.pending, record)
     assert set(read_waiting(sweep)) == {"c"}
     assert read_waiting(sweep, now=time.time() + STALE_S + 1) == {}  # a killed run's record
+
+
+def test_the_autoscaler_is_asked_for_fewer_trials_as_they_end():
+    from sweeps.search.pending import trials_to_ask_for
+
+    # 6 trials, 4 at once: 2 created and running, 4 still to create.
+    assert trials_to_ask_for(["RUNNING", "RUNNING"], num_trials=6, concurrent=4) == 4
+    # 5 ended, 1 running, none left to create: one trial's worker group, not four.
+    statuses = ["TERMINATED"] * 4 + ["ERROR", "RUNNING"]
+    assert trials_to_ask_for(statuses, num_trials=6, concurrent=4) == 1
+    assert trials_to_ask_for(["TERMINATED"] * 6, num_trials=6, concurrent=4) == 0
+
+
+def test_the_reason_formats_resources_as_the_ceiling_does():
+    # One formatter for the ceiling and the pending record (cluster.capacity): GPUs and custom resources show too.
+    from cluster.capacity import format_resources
+
+    record = waiting_record(
+        [("c", "RUNNING")],
+        started=lambda t: False,
+        asks=[{"CPU": 2.0, "GPU": 1.0}],
+        pending_groups=[{"bundles": {0: {"CPU": 2.0, "GPU": 1.0}}, "stats": {}}],
+        free={"CPU": 0.0},
+        total={"CPU": 2.0, "GPU": 0.0, "TPU": 4.0},
+        ceiling="c",
+        requested=False,
+    )
+    reason = record["trials"][0]["reason"]
+    assert "asks 1 x (CPU 2 GPU 1)" in reason and f"of {format_resources({'CPU': 2.0, 'TPU': 4.0})} now" in reason
+    assert "CPU 0 free of CPU 2 TPU 4 now" in reason

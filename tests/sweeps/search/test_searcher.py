@@ -126,3 +126,25 @@ def test_a_resumed_run_keeps_the_study_and_counts_its_own_budget(tmp_path):
     assert resumed.suggest("t1") != Searcher.FINISHED  # this run's budget, from this run's first trial
     time.sleep(0.3)
     assert resumed.suggest("t2") == Searcher.FINISHED
+
+
+def test_points_still_run_when_the_first_run_died_before_proposing_any():
+    """The study is made and tuner.pkl written when the Tuner is built; a run that dies before its first trial saves
+    no experiment state, so the next run's searcher is never restored: it still queues every point no trial took."""
+    space = {"method": ["full", "lora"], "lora_rank": [4, 8], "learning_rate": {"low": 0.1, "high": 0.3, "step": 0.1}}
+    cfg = _cfg(space, sampler="grid")
+    make_searcher(cfg)  # the first run: study.db created, nothing proposed
+    second = make_searcher(cfg)
+    proposed = [second.suggest(f"t{i}") for i in range(4)]
+    second.on_trial_complete("t0", _result([0.5, 0.6, 0.7]))
+    third = make_searcher(cfg)  # the second run died too, unsaved: what its trials took or wait with stays taken
+    proposed += [third.suggest(f"u{i}") for i in range(5)]
+    assert len({tuple(sorted(p.items())) for p in proposed}) == cfg.search.num_trials  # the whole grid, once each
+    assert len(third._ot_study.trials) == 9  # t0 done, t1..t3 asked, the rest enqueued once by the second run
+
+
+def test_initial_points_run_first_in_a_run_that_restarts_before_its_first_trial():
+    points = [{"learning_rate": 1e-4}, {"learning_rate": 2e-4}]
+    make_searcher(_cfg({"learning_rate": LR}, initial_points=points))
+    again = make_searcher(_cfg({"learning_rate": LR}, initial_points=points))
+    assert [again.suggest("a"), again.suggest("b")] == points

@@ -14,8 +14,8 @@ from sweeps.config import load_config
 from sweeps.layout import SweepDir
 from sweeps.search.searcher import ORPHAN, TUNE_ID, make_searcher
 from sweeps.search.study import on_network_fs, study_store, sync_study
-from trainer.records import OomRecord
-from trainer.storage import read_bytes
+from trainer.records import FoldRecord, OomRecord
+from trainer.storage import read_bytes, write_bytes
 from zerotune.errors import ConfigError
 
 LR = {"low": 1e-5, "high": 1e-2, "log": True}
@@ -156,6 +156,88 @@ def test_a_trial_the_stored_study_lacks_is_recreated_and_no_initial_point_runs_t
     assert trials["a"].state == TrialState.COMPLETE and trials["a"].intermediate_values == {0: 0.5, 1: 0.6, 2: 0.7}
 
 
+def test_a_trial_tune_saved_as_ended_is_told_its_end_when_the_stored_study_missed_it(s3_server, tmp_path, monkeypatch):
+    """The upload after b and c ended failed (only warned), Tune's next save succeeded, the driver died: the stored
+    study has b running and no c at all, while Tune's saved searcher has both as ended."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-1"))
+    cfg = _cfg(s3_server.uri("results"))
+    store = study_store(cfg)
+    first = make_searcher(cfg)
+    first.suggest("a")
+    first.suggest("b")
+    first.on_trial_result("b", _result([0.3]))
+    first.on_trial_complete("a", _result([0.5, 0.6, 0.7]))  # uploaded
+    as_of_a = read_bytes(store.upload_to)
+    first.suggest("c")
+    first.on_trial_complete("b", _result([0.3, 0.4, 0.5]))
+    first.on_trial_complete("c", _result([0.1]))  # stopped by the scheduler after fold 0
+    first.save(str(tmp_path / "searcher.pkl"))
+    write_bytes(store.upload_to, as_of_a)  # the stored copy, as if the uploads after b and c had failed
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-2"))  # resumed on another driver
+    resumed = make_searcher(cfg)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_complete("b", _result([0.3, 0.4, 0.5]))  # ignored: Tune saved it as ended
+    trials = _by_tune_id(resumed._ot_study)
+    assert trials["b"].state == TrialState.COMPLETE and trials["b"].value == pytest.approx(0.4)
+    assert trials["b"].intermediate_values == {0: 0.3, 1: 0.4, 2: 0.5}
+    assert trials["c"].state == TrialState.PRUNED and trials["c"].intermediate_values == {0: 0.1}
+    assert trials["c"].user_attrs["reason"] == "stopped by the scheduler after 1 of 3 folds"
+    assert trials["a"].state == TrialState.COMPLETE and len(resumed._ot_study.trials) == 3
+
+
+def test_a_searcher_saved_without_trial_ends_tells_them_from_the_fold_records(tmp_path):
+    """A searcher pickled before it kept how trials ended: the study learns a finished trial's folds from its
+    records, and a trial whose records show no end fails with why. (A local study, lost, stands for an old copy.)"""
+    cfg = _cfg(str(tmp_path))
+    first = make_searcher(cfg)
+    for tid in ("done", "lost"):
+        first.suggest(tid)
+        first.on_trial_complete(tid, _result([0.5]), error=True)
+    for fold, score in enumerate([0.5, 0.6, 0.7]):
+        record = FoldRecord(fold=fold, epochs_run=1, best_epoch=0, metrics={"f1_macro": score}, history=[], val_sha="")
+        SweepDir.of(cfg).trial("done").records.write_fold(record)
+    state = first.__getstate__()
+    state.pop("_ended", None)  # what an older zerotune pickled
+    (tmp_path / "searcher.pkl").write_bytes(pickle.dumps(state))
+    (tmp_path / "s" / "study.db").unlink()
+
+    resumed = make_searcher(cfg)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    trials = _by_tune_id(_load(tmp_path / "s" / "study.db"))
+    assert trials["done"].state == TrialState.COMPLETE and trials["done"].value == pytest.approx(0.6)
+    assert trials["done"].intermediate_values == {0: 0.5, 1: 0.6, 2: 0.7}
+    assert trials["lost"].state == TrialState.FAIL and "an upload failed" in trials["lost"].user_attrs["reason"]
+
+
+def test_a_local_study_newer_than_its_stored_copy_is_kept_and_an_older_one_replaced(s3_server, tmp_path, monkeypatch):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-1"))
+    cfg = _cfg(s3_server.uri("results"))
+    store = study_store(cfg)
+    first = make_searcher(cfg)
+    first.suggest("a")
+    first.on_trial_complete("a", _result([0.5, 0.6, 0.7]))
+    as_of_a = read_bytes(store.upload_to)
+    first.suggest("b")
+    first.on_trial_complete("b", _result([0.2], time_total_s=1.0), error=True)
+    write_bytes(store.upload_to, as_of_a)  # b's upload failed
+
+    again = make_searcher(cfg)  # the same driver runs again: its local file has b's end, the stored copy does not
+    assert _by_tune_id(again._ot_study)["b"].state == TrialState.FAIL
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-2"))  # another driver goes on from the stored copy
+    other = make_searcher(cfg)
+    other.suggest("c")
+    other.on_trial_complete("c", _result([0.1, 0.2, 0.3]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-1"))
+    back = _by_tune_id(make_searcher(cfg)._ot_study)  # driver-1's local file is not the stored one plus changes
+    assert back["c"].state == TrialState.COMPLETE and "b" not in back
+
+
 def test_a_sqlalchemy_url_is_used_as_it_is_and_a_study_of_another_sweep_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     cfg = _cfg(str(tmp_path / "one"), study_storage=url)
@@ -174,6 +256,7 @@ def test_a_sqlalchemy_url_is_used_as_it_is_and_a_study_of_another_sweep_is_refus
         ("postgresql://db.example/optuna?password=s3cret", "password"),
         ("postgresql+nosuchdriver://db.example/optuna", "no database driver"),
         ("not a url", "SQLAlchemy"),
+        ("sqlite:///study.db", "absolute path"),  # the driver's working directory: a temporary one under a job
     ],
 )
 def test_a_password_or_an_unusable_url_is_refused_before_anything_runs(tmp_path, url, why):

@@ -81,3 +81,14 @@ def test_restore_tuner_gives_the_restored_tuner_this_runs_search_and_retry(tmp_p
     assert resume.errored is resume.ResumeType.RESTART and resume.unfinished is resume.ResumeType.RESUME
     default = restore_tuner(cfg, _trainable, fs=fs, tune_path=path, concurrent=1, retry_failed=False, callbacks=[])
     assert default._local_tuner._resume_config.errored is resume.ResumeType.SKIP  # failed trials stay failed
+
+
+def test_every_aws_and_google_variable_is_kept_out_of_trial_actors(monkeypatch):
+    from ray.tune.execution import class_cache
+
+    from sweeps.search.tuner import keep_credentials_out_of_trial_actors
+
+    names = {"AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "TUNE_RESULT_DIR"}
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", names)  # restored after the test
+    keep_credentials_out_of_trial_actors()
+    assert class_cache.ENV_VARS_TO_PROPAGATE == {"TUNE_RESULT_DIR"}
