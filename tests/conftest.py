@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def trainer_ray(fault_markers, extensions_dir):
             del os.environ[key]
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world_of_one():
+    """torch.distributed (gloo) with this process as the only rank, as DeepSpeed needs; undone afterwards."""
+    import torch.distributed as dist
+
+    from trainer.worker import skip_cpu_inference_kernel
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    skip_cpu_inference_kernel()
+    _forget_groups()  # another module's world of one may have left DeepSpeed holding its destroyed group
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+    _forget_groups()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _forget_groups() -> None:
+    """Drop DeepSpeed's handles on a process group: its comm backend and the world group it caches."""
+    import deepspeed.comm
+    import deepspeed.utils.groups
+
+    deepspeed.comm.comm.cdb = None
+    deepspeed.utils.groups._WORLD_GROUP = None

@@ -4,9 +4,6 @@ rank 0 of a gloo world of one: DeepSpeed's CPU accelerator supports bf16), and i
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 
@@ -23,41 +20,6 @@ def llama_dir(tmp_path_factory):
     from tiny_models import tiny_llama
 
     return tiny_llama(tmp_path_factory.mktemp("bf16-llama"), TEXTS)
-
-
-@pytest.fixture(scope="module")
-def world_of_one():
-    """torch.distributed (gloo) with this process as the only rank, as DeepSpeed needs; undone afterwards."""
-    import torch.distributed as dist
-
-    from trainer.worker import skip_cpu_inference_kernel
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    skip_cpu_inference_kernel()
-    _forget_groups()  # another module's world of one may have left DeepSpeed holding its destroyed group
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    _forget_groups()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def _forget_groups() -> None:
-    """Drop DeepSpeed's handles on a process group: its comm backend and the world group it caches."""
-    import deepspeed.comm
-    import deepspeed.utils.groups
-
-    deepspeed.comm.comm.cdb = None
-    deepspeed.utils.groups._WORLD_GROUP = None
 
 
 def _bf16_config(stage: int, method: str) -> dict:

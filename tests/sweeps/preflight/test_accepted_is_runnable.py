@@ -11,8 +11,6 @@ the process group).
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,32 +23,6 @@ ROWS = 30  # 3 classes x 10: k <= 3 stratified folds with a test split, batches 
 BLOCKS, POSITIONS = 2, 128  # tiny BERT and tiny GPT-2 (tests/tiny_models.py)
 METHODS = ["full", "partial", "lora", "prompt-tuning"]
 TARGETS = {"bert": [["query", "value"], ["dense"]], "gpt2": [["c_attn"], ["c_attn", "c_proj"]]}  # LoRA targets
-
-
-@pytest.fixture(scope="module")
-def world_of_one():
-    """torch.distributed (gloo) with this process as the only rank, as DeepSpeed needs; undone afterwards."""
-    import deepspeed.comm
-    import torch.distributed as dist
-
-    from trainer.worker import skip_cpu_inference_kernel
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    skip_cpu_inference_kernel()
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    deepspeed.comm.comm.cdb = None  # DeepSpeed's handle on the destroyed group
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
