@@ -162,10 +162,18 @@ def _workers_that_fit(cfg: SweepConfig, capacity: Capacity) -> int:
 
 
 def max_concurrent(cfg: SweepConfig, resources: dict | Capacity, *, done: int = 0) -> int:
-    """Trials to run at once: at most the trials left (search.num_trials less the `done` ones a resumed sweep keeps),
-    search.max_concurrent_trials, and what the ceiling fits (each trial holds one worker group); an unbounded
-    ceiling (an autoscaler whose node types cannot be read) fits them all. Never 0: a trial that does not fit
+    """Trials to run at once: at most the trials left (search.num_trials less the `done` ones a resumed sweep keeps);
+    search.max_concurrent_trials where set (the user's number: nodes added by hand later are used, trials beyond
+    what is up wait as pending), else what the ceiling fits (each trial holds one worker group; an unbounded
+    ceiling, an autoscaler whose node types cannot be read, fits them all). Never 0: a trial that does not fit
     waits for resources."""
     left = max(1, cfg.search.num_trials - done)
-    limit = min(left, cfg.search.max_concurrent_trials or left)
+    if cfg.search.max_concurrent_trials:
+        return min(left, cfg.search.max_concurrent_trials)
+    return trials_the_ceiling_fits(cfg, resources, limit=left)
+
+
+def trials_the_ceiling_fits(cfg: SweepConfig, resources: dict | Capacity, *, limit: int) -> int:
+    """Trials' worker groups the ceiling holds at once, up to `limit` (at least 1): what the autoscaler is asked for,
+    never more than it could start."""
     return max(1, as_capacity(resources).groups_that_fit(trial_bundles(cfg), limit=limit))

@@ -15,7 +15,7 @@ import time
 from sweeps import lease
 from sweeps.config import SweepConfig
 from sweeps.layout import SweepDir, TrialState, check_trusted, check_writable
-from sweeps.preflight.checks import max_concurrent, trial_bundles
+from sweeps.preflight.checks import max_concurrent, trial_bundles, trials_the_ceiling_fits
 from sweeps.preflight.data import encode, fingerprint
 from sweeps.preflight.validate import preflight
 from sweeps.results.collect import collect, live_trials
@@ -119,6 +119,7 @@ def run_sweep(
         fs, tune_path = filesystem(sweep.tune)  # Tune's experiment directory, as its filesystem names it
         capacity = checked.resources
         concurrent = max_concurrent(cfg, capacity, done=trials_done(sweep, retry_failed=retry_failed))
+        fitting = trials_the_ceiling_fits(cfg, capacity, limit=concurrent)  # what the autoscaler is asked for
         # One bundle per worker of each trial that may run at once: the autoscaler starts those nodes now, while the
         # first trial is placed, instead of one trial's worth at a time as placement groups wait.
         asks = trial_bundles(cfg)
@@ -133,7 +134,7 @@ def run_sweep(
                 requested=capacity.autoscaling,
                 ask=lambda trials: asked and asked[0](asks * trials),  # shrinks it as trials end
                 num_trials=cfg.search.num_trials,
-                concurrent=concurrent,
+                concurrent=fitting,
             ),
         ]
         if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
@@ -163,7 +164,7 @@ def run_sweep(
             )
         fit_started = time.monotonic()
         try:
-            with requested(asks * concurrent, autoscaling=capacity.autoscaling) as ask:  # withdrawn as the run ends
+            with requested(asks * fitting, autoscaling=capacity.autoscaling) as ask:  # withdrawn as the run ends
                 asked.append(ask)
                 grid = tuner.fit()
         except Exception:

@@ -4,7 +4,7 @@ the cluster is asked only once the data passed."""
 import pytest
 
 from sweeps.config import load_config
-from sweeps.preflight.checks import count_parameters, max_concurrent
+from sweeps.preflight.checks import count_parameters, max_concurrent, trials_the_ceiling_fits
 from sweeps.preflight.validate import preflight
 from zerotune.errors import ConfigError
 
@@ -181,13 +181,20 @@ def test_an_autoscaler_whose_node_types_cannot_be_read_is_not_refused_but_named(
     assert max_concurrent(cfg, ok.resources, done=6) == 2  # a resumed sweep with 6 trials finished
 
 
-def test_concurrency_never_exceeds_the_trials_left_or_what_the_ceiling_fits(tmp_path, tiny_bert_dir, keyword_csv):
+def test_concurrency_never_exceeds_the_trials_left_and_asks_no_more_than_the_ceiling_fits(
+    tmp_path, tiny_bert_dir, keyword_csv
+):
     search = {"space": {"batch_size": [4]}, "num_trials": 3, "max_concurrent_trials": 10}
     cfg = _cfg(tmp_path, tiny_bert_dir, keyword_csv, search=search)  # 2 workers x 1 CPU per trial
     assert max_concurrent(cfg, {"CPU": 64.0}) == 3  # not 10: only 3 trials
     assert max_concurrent(cfg, {"CPU": 64.0}, done=2) == 1  # a resumed sweep with 2 of them finished
-    assert max_concurrent(cfg, {"CPU": 4.0}) == 2  # the ceiling holds 2 worker groups
-    assert max_concurrent(cfg, _autoscaling(max_workers=2)) == 1
+    # The user's number stands on a smaller cluster (nodes added by hand later are used; the rest wait) ...
+    assert max_concurrent(cfg, {"CPU": 4.0}) == 3
+    # ... but the autoscaler is asked only for what its ceiling holds.
+    assert trials_the_ceiling_fits(cfg, {"CPU": 4.0}, limit=3) == 2
+    assert trials_the_ceiling_fits(cfg, _autoscaling(max_workers=2), limit=3) == 1
+    unset = _cfg(tmp_path, tiny_bert_dir, keyword_csv, search={**search, "max_concurrent_trials": None})
+    assert max_concurrent(unset, {"CPU": 4.0}) == 2  # unset: what the ceiling fits
 
 
 def _offload(tmp_path, tiny_bert_dir, keyword_csv):
