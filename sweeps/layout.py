@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from trainer.records import FitRecords
-from trainer.storage import exists, filesystem, join, list_dir, read_json, write_json
+from trainer.storage import exists, filesystem, join, list_dir, local_path, read_json, write_json
 from zerotune.errors import StorageError
 
 
@@ -208,9 +208,10 @@ def check_trusted(uri: str) -> None:
     directory (o+w) or one owned by another user is refused; group-writable is fine (a volume shared with the
     Ray user's group). Object stores are trusted through their access policies (README, "Trust").
     """
-    if "://" in uri and not uri.startswith("file://"):
+    local = local_path(uri)
+    if local is None:
         return
-    sweep = SweepDir(uri.removeprefix("file://"))
+    sweep = SweepDir(local)
     me = os.geteuid()
     for path in (sweep.uri, sweep.tune, sweep.trials):
         try:

@@ -11,6 +11,13 @@ from pathlib import Path
 from zerotune.errors import StorageError
 
 
+def local_path(uri: str) -> str | None:
+    """The local path a plain path or a file:// URI names; None for an object store or any other remote URI."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    return None
+
+
 def filesystem(uri: str):
     """(pyarrow filesystem, path inside it); local paths are made absolute."""
     import pyarrow.fs as pafs
@@ -149,8 +156,8 @@ def local_copy(uri: str, *, field: str):
 
     import pyarrow.fs as pafs
 
-    if "://" not in uri or uri.startswith("file://"):
-        yield uri.removeprefix("file://")
+    if (local := local_path(uri)) is not None:
+        yield local
         return
     fs, path = filesystem(uri)
     try:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from sweeps.config import SweepConfig
 from sweeps.preflight.model import model_config
 from sweeps.search.space import trial_values
+from trainer.config import LORA_PRESETS
 from trainer.methods import lora_targets
 
 GIB = 2**30
@@ -61,8 +62,8 @@ GPU_MEMORY_GIB = {
 
 # NF4 with double-quantised constants: 4 bits per weight plus about 0.127 bits of scales (QLoRA, Dettmers et al.).
 NF4_BYTES = 4.127 / 8
-# Linear modules per block that PEFT's all-linear adapts in a Llama-style block (q, k, v, o, gate, up, down).
-LORA_ALL_LINEAR = 7
+# Linear modules per block that PEFT's all-linear adapts in a Llama-style block: the attention+mlp preset's.
+LORA_ALL_LINEAR = len(LORA_PRESETS["attention+mlp"])
 
 # The CUDA context, NCCL and DeepSpeed's communication buckets: about this much on every GPU whatever the model.
 OVERHEAD_BYTES = 1 * GIB

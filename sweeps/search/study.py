@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.layout import SweepDir, sweep_uri
-from trainer.storage import exists, read_bytes, write_bytes
+from trainer.storage import exists, local_path, read_bytes, write_bytes
 from zerotune.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,9 @@ def study_store(cfg) -> StudyStore:
     if cfg.search.study_storage:
         return StudyStore(url=cfg.search.study_storage, name=cfg.name, sweep=uri)
     stored = SweepDir(uri).study
-    local_disk = "://" not in uri or uri.startswith("file://")
-    if local_disk and not on_network_fs(uri.removeprefix("file://")):
-        return StudyStore(url=f"sqlite:///{stored.removeprefix('file://')}", name=cfg.name, sweep=uri)
+    local = local_path(uri)
+    if local is not None and not on_network_fs(local):
+        return StudyStore(url=f"sqlite:///{local_path(stored)}", name=cfg.name, sweep=uri)
     return StudyStore(url=f"sqlite:///{driver_copy(uri)}", name=cfg.name, sweep=uri, upload_to=stored)
 
 
