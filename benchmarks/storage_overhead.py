@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIG = "examples/demo.chatterbot-topics.yaml"
+CONFIG = "examples/classification.chatterbot-topics.yaml"
 OVERRIDES = ["search.num_trials=2"]
 RESULTS = Path(__file__).with_name("results") / "storage_overhead.json"
 

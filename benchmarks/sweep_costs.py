@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 
-CONFIG = "examples/demo.chatterbot-topics.yaml"
+CONFIG = "examples/classification.chatterbot-topics.yaml"
 # Demo-sized but quicker: 400 sampled utterances, 6 trials, the demo's space, 1 worker x 2 CPUs.
 OVERRIDES = ["data.max_rows=400", "search.num_trials=6", "storage.path=./results/bench"]
 

@@ -208,6 +208,6 @@ def wait_for_job(
         if time.monotonic() >= deadline:
             raise ClusterError(
                 f"job {job_id} still {status['status']} after {timeout_s:g}s",
-                fix=f"follow it with `zerotune logs {job_id} --address {address} --follow`",
+                fix=f"follow it with `zerotune job logs {job_id} --address {address} --follow`",
             )
         time.sleep(poll_s)

@@ -89,7 +89,7 @@ def check_results_writable(*, address: str, token: str | None, path: str | None 
     if not lines:
         raise ClusterError(
             f"the storage probe job {job_id} ended {status['status']} without a result: {logs.strip()[-500:]}",
-            fix=f"see `zerotune logs {job_id} --address {address}`",
+            fix=f"see `zerotune job logs {job_id} --address {address}`",
         )
     result = json.loads(lines[-1][len(PROBE_MARK) :])
     if not result.get("ok"):

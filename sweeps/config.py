@@ -20,6 +20,7 @@ from sweeps.search.points import check_initial_points, typed_points
 from sweeps.search.settings import LIST, RANGE, FloatRange, IntRange, SpaceConfig, apply_problems
 from sweeps.search.space import grid_points, trial_values
 from sweeps.search.study import study_storage_problems
+from sweeps.tracking.settings import TrackingConfig, tracking_problems
 from trainer.config import (
     DataConfig,
     DeepSpeedConfig,
@@ -145,6 +146,9 @@ class SweepConfig(Group):
     search: SearchConfig = Field(default_factory=SearchConfig, description="Search")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where results go")
     final: FinalConfig = Field(default_factory=FinalConfig, description="After the search")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking (MLflow, TensorBoard, W&B), from the driver"
+    )
 
     @model_validator(mode="after")
     def _grid_count(self):
@@ -324,6 +328,7 @@ def cross_checks(cfg: SweepConfig) -> list[tuple[str, str, str]]:
         if _has_credentials(uri):  # the message must not repeat them: it lands in logs and job entrypoints
             problems.append((field, "the URI carries credentials (user:secret@)", CREDENTIALS_FIX))
     problems += study_storage_problems(cfg.search.study_storage)
+    problems += tracking_problems(cfg.tracking)
     if cfg.deepspeed.offload_params and set(trial_values(cfg, "zero_stage").values) != {3}:
         problems.append(
             (

@@ -1,19 +1,24 @@
 """What a sweep's storage holds: every path under `<storage.path>/<name>/`, its records' types, the trial states.
 
     config.json              the effective sweep config
+    environment.json         packages, CUDA/GPUs, git commit, command line and config of the run that last started it
     folds.json               the folds and the held-out test rows (made once), with the data's fingerprint
     data.json                rows, dropped rows, label names, the trivial baseline
     summary.json             the sweep's summary (sweeps.results.collect)
+    run.log                  the libraries' output of `zerotune sweep run` (sweeps.console): each run's appended (object
+                             storage: the latest run's)
     pending.json             trials waiting for resources and what they wait for (sweeps.search.pending; refreshed)
     tune/                    Ray Tune's experiment state (resume)
     study.db                 the Optuna study (SQLite; sweeps.search.study: unless search.study_storage)
     trials/<id>/params.json  Params: the trial's sampled values and when it started
     trials/<id>/records/     the trial's fit records (trainer.records)
     trials/<id>/fit/         Ray Train's run directory (checkpoints)
-    refit/<stamp>/           one refit: metrics.json, records/, model/ and Ray Train's run directory, all one fit's
+    refit/<stamp>/           one refit: metrics.json, environment.json, records/, model/ and Ray Train's run directory,
+                             all one fit's
     refit/latest.json        which refit/<stamp>/ is the newest that completed (written last)
     report/                  the report (zerotune report)
-    train-<stamp>/           one `zerotune train` run: metrics.json, records/, model/
+    tensorboard/<id>/[fold-<i>/]  TensorBoard event files: one run per trial and per fold (sweeps.tracking)
+    train-<stamp>/           one `zerotune train` run: metrics.json, environment.json, records/, model/
     lease/claim-<ns>-<owner>.json  one claim per run that writes the sweep (sweeps.lease: one writer at a time)
     .write-test-<host>-<pid>-<thread>  a storage probe, written and deleted at once (each writer its own)
 
@@ -35,6 +40,8 @@ from enum import StrEnum
 from trainer.records import FitRecords
 from trainer.storage import exists, filesystem, join, list_dir, local_path, read_json, write_json
 from zerotune.errors import StorageError
+
+ENVIRONMENT = "environment.json"  # zerotune.environment's record, of a sweep and of each fit that exports
 
 
 class TrialState(StrEnum):
@@ -89,6 +96,7 @@ class FitDir:
     def __init__(self, uri: str):
         self.uri = uri
         self.metrics = join(uri, "metrics.json")
+        self.environment = join(uri, ENVIRONMENT)
         self.records = join(uri, "records")
         self.model = join(uri, "model")
 
@@ -104,9 +112,11 @@ class SweepDir:
     def __init__(self, uri: str):
         self.uri = uri
         self.config = join(uri, "config.json")
+        self.environment = join(uri, ENVIRONMENT)
         self.folds = join(uri, "folds.json")
         self.data = join(uri, "data.json")
         self.summary = join(uri, "summary.json")
+        self.log = join(uri, "run.log")
         self.pending = join(uri, "pending.json")
         self.tune = join(uri, "tune")
         self.study = join(uri, "study.db")
@@ -115,6 +125,7 @@ class SweepDir:
         self.refit_latest = join(self.refit, "latest.json")
         self.report = join(uri, "report")
         self.lease = join(uri, "lease")
+        self.tensorboard = join(uri, "tensorboard")
 
     @classmethod
     def of(cls, cfg) -> SweepDir:
@@ -125,6 +136,11 @@ class SweepDir:
 
     def trial(self, trial_id: str) -> TrialDir:
         return TrialDir(join(self.trials, trial_id))
+
+    def tensorboard_run(self, trial_id: str, fold: int | None = None) -> str:
+        """A TensorBoard run directory: the trial's, or one of its folds' (a subdirectory of the trial's)."""
+        run = join(self.tensorboard, trial_id)
+        return run if fold is None else join(run, f"fold-{fold}")
 
     def trial_ids(self) -> list[str]:
         return list_dir(self.trials)

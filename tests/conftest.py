@@ -113,10 +113,27 @@ def ray_head(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
+def mlflow_server(tmp_path_factory):
+    """ONE real `mlflow server` (SQLite backend, artifacts served through it) on localhost for the session, which the
+    shared tiny sweep logs to; started at once, `.ready()` waits for it. None where mlflow is not installed (the
+    `tracking` extra): the sweep then runs untracked and the tracking tests skip."""
+    from importlib.util import find_spec
+
+    from mlflow_server import start_mlflow_server
+
+    if find_spec("mlflow") is None:
+        yield None
+        return
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head, mlflow_server):
     """ONE real tiny sweep shared by the sweep, report and job tests (see tiny_models.sweep_raw): completed,
     pruned, out-of-memory and diverged trials, a trial whose worker is killed twice, then a refit. Submitted as
-    users do on a cluster, with `zerotune submit` to the token-auth head. Returns (config, summary with its
+    users do on a cluster, with `zerotune job submit` to the token-auth head. Returns (config, summary with its
     refit, sweep directory, job)."""
     import json
     import subprocess
@@ -128,14 +145,15 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     from sweeps.layout import SweepDir
     from tiny_models import sweep_raw
 
-    raw = sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("sweep-results"))
+    mlflow_uri = mlflow_server.uri if mlflow_server is not None else None
+    raw = sweep_raw(tiny_bert_dir, keyword_csv, tmp_path_factory.mktemp("sweep-results"), mlflow_uri=mlflow_uri)
     work = tmp_path_factory.mktemp("sweep-job")
     (work / "sweep.yaml").write_text(yaml.safe_dump(raw))
     address, token = ray_head["address"], ray_head["token"]
     env = {**os.environ, "RAY_AUTH_TOKEN": token, "HOME": str(work)}  # HOME: no ~/.ray/auth_token of this machine
     env.pop("RAY_ADDRESS", None)
     submitted = subprocess.run(
-        [sys.executable, "-m", "sweeps", "submit", "sweep.yaml", "--address", address, "--format", "json"],
+        [sys.executable, "-m", "sweeps", "job", "submit", "sweep.yaml", "--address", address, "--format", "json"],
         cwd=work,
         env=env,
         capture_output=True,
@@ -144,6 +162,8 @@ def tiny_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, ray_head):
     )
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = json.loads(submitted.stdout.strip().splitlines()[-1])["job_id"]
+    if mlflow_server is not None:
+        mlflow_server.ready()  # it started while the job was submitted; the driver logs to it from its first trial
     status = jobs.wait_for_job(address=address, job_id=job_id, token=token, timeout_s=900, poll_s=2)
     logs = jobs.job_logs(address=address, job_id=job_id, token=token)
     assert status["status"] == "SUCCEEDED", logs[-3000:]

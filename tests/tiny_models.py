@@ -92,7 +92,7 @@ def sweep_faults(markers: Path) -> dict[str, str]:
     }
 
 
-def sweep_raw(model_dir, data, storage, **over) -> dict:
+def sweep_raw(model_dir, data, storage, *, mlflow_uri: str | None = None, **over) -> dict:
     """A tiny real sweep: tiny BERT on the keyword set, 3 folds, ASHA on folds.
 
     Four fixed trials, so every outcome is certain: a learnable rate (completes), one far too
@@ -101,6 +101,8 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
     every AdamW step scales the weights by 1 - lr * wd = -189: the loss turns non-finite, it
     fails as diverged). Then the best is refitted on all non-test rows and exported. The first trial's worker
     is killed twice (sweep_faults): Ray Train restarts its worker group twice (scaling.max_failures).
+    `mlflow_uri`: the sweep is tracked there (each trial a run, its folds nested runs) and in TensorBoard event files
+    under the sweep (tests/sweeps/tracking).
     """
     raw = {
         "name": SWEEP_NAME,
@@ -131,6 +133,8 @@ def sweep_raw(model_dir, data, storage, **over) -> dict:
         "storage": {"path": str(storage), "checkpoint_every_epoch": False},
         "final": {"refit": True},
     }
+    if mlflow_uri:
+        raw["tracking"] = {"mlflow": {"uri": mlflow_uri, "experiment": "it-sweep"}, "tensorboard": True}
     raw.update(over)
     return raw
 

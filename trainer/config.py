@@ -129,13 +129,24 @@ DataFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets", "chat
 class DataConfig(Group):
     path: str = Field(
         ...,
-        description="CSV/TSV/JSONL/Parquet file, a `datasets` save_to_disk directory, a hub data set name, "
+        description="CSV/TSV/JSONL/Parquet file, a `datasets` save_to_disk directory, a Hugging Face hub data set "
+        "name ('imdb', 'stanfordnlp/sst2': a name that is no local path, with no URI scheme and no data file "
+        "extension; read with datasets.load_dataset, from its cache when HF_HUB_OFFLINE=1), "
         "or 'pkg:chatterbot_corpus/data/english' (with format: chatterbot). CSV/TSV cells are read as written: "
         "only an empty cell is missing ('NA', 'null', 'nan', 'None' are text or a class like any other)",
     )
+    subset: str | None = Field(
+        None, description="Hub data set: its configuration (subset) name, e.g. 'sst2' of 'nyu-mll/glue'"
+    )
+    split: str | None = Field(
+        None,
+        description="Hub data set or `datasets` directory: the split to read (default: train, else the only one)",
+    )
+    revision: str | None = Field(None, description="Hub data set: the branch, tag or commit to read (default: main)")
     format: DataFormat = Field(
         "auto",
-        description="How rows are read; auto picks the file format by extension (directory: datasets). causal-lm "
+        description="How rows are read; auto picks the file format by extension (directory: datasets; a hub data "
+        "set name: hub). causal-lm "
         "instruction data: chat (a messages_column of [{role, content}, ...] turns, roles system/user/assistant; "
         "ShareGPT's [{from, value}] with human/gpt is accepted) or alpaca (instruction, optional input, output "
         "columns: one user turn, one assistant turn); their files are JSONL, Parquet or a datasets directory "

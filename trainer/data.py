@@ -111,7 +111,8 @@ def drop_unanswered(examples: Examples, tokenizer, max_length: int, chat_templat
     return examples.take(keep, dropped={ANSWER_CUT: cut})
 
 
-def _clean(text: Any, normalize: bool) -> str:
+def clean_text(text: Any, normalize: bool) -> str:
+    """A cell as training reads it: "" when empty; NFKC with collapsed whitespace when normalising."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
     text = str(text)
@@ -150,7 +151,7 @@ def to_examples(df, cfg: DataConfig, task: Task, *, seed: int, min_per_class: in
         df[TURNS] = chat_texts(df, cfg)
         df = _drop(df, df[TURNS].str.len() == 0, "no assistant turn", dropped)
     for col in {text_col, cfg.text_pair_column, cfg.response_column} - {None, TURNS}:
-        df[col] = [_clean(v, cfg.normalize) for v in df[col]]
+        df[col] = [clean_text(v, cfg.normalize) for v in df[col]]
     df = _drop(df, df[text_col].str.len() == 0, "empty text", dropped)
     for field_, col in (("data.label_column", label_col), ("data.group_column", cfg.group_column)):
         blank = _blank(df[col]) if col else None
@@ -271,6 +272,8 @@ class Encoded:
     # teach the model one segment while `zerotune predict` (the tokenizer's full output) feeds it two.
     type_ids: list[np.ndarray] | None = None
     pack_to: int | None = None  # data.packing: training sequences are rows packed up to this many tokens
+    # The raw texts (classification, regression): what the report's worst-classified rows show (trainer.evaluate).
+    texts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -314,6 +317,7 @@ def tokenize(
         paired=examples.pairs is not None,
         type_ids=type_ids,
         pack_to=max_length if packing else None,
+        texts=None if task == "causal-lm" else list(examples.texts),
     )
 
 

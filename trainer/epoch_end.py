@@ -22,6 +22,9 @@ from trainer.worker import Timings, Worker, memory_by_rank
 log = logging.getLogger("zerotune.trainer")
 # The key that marks a mid-epoch checkpoint's report (its micro-batches done): a sweep keeps these from Tune.
 MID_EPOCH = "mid_epoch_steps"
+# How often rank 0 rewrites its progress record within an epoch: often enough for a heartbeat every ~30 s, rarely
+# enough to cost nothing next to the steps (one small write, also on object storage).
+PROGRESS_EVERY_S = 10.0
 
 
 def record_fold(w: Worker, fe: FoldEngine, result: EpochResult, progress: FoldProgress, *, stalled: bool) -> FoldRecord:
@@ -60,13 +63,15 @@ def log_epoch(w: Worker, fe: FoldEngine, result: EpochResult, *, stalled: bool) 
         return
     spec = w.spec
     rate = result.history_entry(w.world, spec.train.batch_size)["samples_per_s"] or 0
-    print(
+    line = (
         f"fold {fe.fold + 1}/{w.k} epoch {result.epoch + 1}/{spec.train.epochs}: train_loss {result.trained.loss:.4f} "
         f"{spec.metric} {result.score(spec.metric):.4f}, {rate:.1f} samples/s"
-        + (" (early stop)" if stalled and not result.trained.diverged else ""),
-        file=sys.stderr,
-        flush=True,  # stdout stays clean for --format json
+        + (" (early stop)" if stalled and not result.trained.diverged else "")
     )
+    # Written, not printed: Ray Train patches print() in its workers to tee it to its console logger as well
+    # (ray.train.v2 patch_print), which showed every line twice. stderr: stdout stays clean for --format json.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def report_epoch(
@@ -156,8 +161,8 @@ def optimizer_steps(w: Worker, micro_batches: int) -> int:
     return micro_batches // w.spec.train.grad_accum
 
 
-def write_progress(w: Worker, fe: FoldEngine, *, epoch: int, step: int) -> None:
-    """Where this fit is, for `zerotune sweep status` while it runs (rank 0)."""
+def write_progress(w: Worker, fe: FoldEngine, *, epoch: int, step: int, samples_per_s: float | None = None) -> None:
+    """Where this fit is, for `zerotune sweep status` and the sweep's console view while it runs (rank 0)."""
     if w.lead and w.records:
         w.records.write_progress(
             FitProgress(
@@ -168,8 +173,28 @@ def write_progress(w: Worker, fe: FoldEngine, *, epoch: int, step: int) -> None:
                 step=step,
                 steps=optimizer_steps(w, fe.micro_batches),
                 time=time.time(),
+                samples_per_s=None if samples_per_s is None else round(samples_per_s, 2),
             )
         )
+
+
+class Heartbeat:
+    """Rank 0's progress record within an epoch, every PROGRESS_EVERY_S: the driver's view prints its heartbeat
+    line from it (a long epoch would otherwise show nothing until it ends). Not collective: no rank waits on it."""
+
+    def __init__(self, w: Worker, fe: FoldEngine, epoch: int, *, done: int):
+        self.w, self.fe, self.epoch = w, fe, epoch
+        self.started, self.done, self.last = time.perf_counter(), done, time.perf_counter()
+
+    def beat(self, micro_batches: int) -> None:
+        now = time.perf_counter()
+        if not (self.w.lead and self.w.records) or now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        samples = (micro_batches - self.done) * self.w.world * self.w.spec.train.batch_size
+        rate = samples / (now - self.started) if now > self.started else None
+        step = optimizer_steps(self.w, micro_batches)
+        write_progress(self.w, self.fe, epoch=self.epoch, step=step, samples_per_s=rate)
 
 
 def report_finished(w: Worker, resume: ResumeState) -> None:

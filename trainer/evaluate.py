@@ -13,7 +13,12 @@ import numpy as np
 
 from trainer.methods import strip_virtual_tokens
 from trainer.metrics import causal_lm_metrics, classification_metrics, regression_metrics
+from trainer.records import WORST_ROWS
 from trainer.worker import Worker
+
+# Bounded: every fold record, checkpoint and summary carries them. Enough for the report to show the worst ten.
+WORST_ROWS_KEPT = 10
+TEXT_CHARS = 300
 
 
 def evaluate(w: Worker, engine, val_rows: np.ndarray, *, generate: bool = True) -> dict:
@@ -102,8 +107,53 @@ def _scored(w: Worker, idx: np.ndarray, logits: np.ndarray) -> dict:
     labels = w.encoded.labels[idx]
     if w.spec.task == "regression":
         preds = logits.reshape(-1)
-        return regression_metrics(preds, labels, eval_loss=float(np.mean((preds - labels) ** 2)))
+        metrics = regression_metrics(preds, labels, eval_loss=float(np.mean((preds - labels) ** 2)))
+        return {**metrics, WORST_ROWS: worst_regressed(idx, preds, labels, w.encoded.texts)}
     z = logits - logits.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     eval_loss = float(-logp[np.arange(len(labels)), labels].mean())
-    return classification_metrics(logits, labels, w.encoded.label_names, eval_loss=eval_loss)
+    metrics = classification_metrics(logits, labels, w.encoded.label_names, eval_loss=eval_loss)
+    return {**metrics, WORST_ROWS: worst_classified(idx, np.exp(logp), labels, w.encoded.label_names, w.encoded.texts)}
+
+
+def worst_classified(
+    rows: np.ndarray, probs: np.ndarray, labels: np.ndarray, label_names: list[str], texts: list[str] | None
+) -> list[dict]:
+    """The out-of-fold rows the model got most wrong: misclassified rows first, then by the probability on the true
+    class, lowest first (a confident mistake before a hesitant one), at most WORST_ROWS_KEPT of them, each with its
+    text, true and predicted label and the predicted class's probability (confidence)."""
+    true_prob = probs[np.arange(len(labels)), labels]
+    predicted = probs.argmax(axis=1)
+    keep = np.lexsort((true_prob, predicted == labels))[:WORST_ROWS_KEPT]
+    return [
+        {
+            "row": int(rows[i]),
+            "text": _cut(texts[rows[i]]) if texts is not None else None,
+            "label": label_names[labels[i]],
+            "predicted": label_names[predicted[i]],
+            "confidence": round(float(probs[i, predicted[i]]), 4),
+            "true_prob": round(float(true_prob[i]), 4),
+        }
+        for i in keep
+        if np.isfinite(true_prob[i])
+    ]
+
+
+def worst_regressed(rows: np.ndarray, preds: np.ndarray, targets: np.ndarray, texts: list[str] | None) -> list[dict]:
+    """The out-of-fold rows with the largest absolute error, at most WORST_ROWS_KEPT of them."""
+    error = np.abs(preds - targets)
+    keep = np.argsort(-np.nan_to_num(error, nan=np.inf), kind="stable")[:WORST_ROWS_KEPT]
+    return [
+        {
+            "row": int(rows[i]),
+            "text": _cut(texts[rows[i]]) if texts is not None else None,
+            "target": round(float(targets[i]), 4),
+            "prediction": round(float(preds[i]), 4) if np.isfinite(preds[i]) else None,
+            "error": round(float(error[i]), 4) if np.isfinite(error[i]) else None,
+        }
+        for i in keep
+    ]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"

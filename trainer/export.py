@@ -16,6 +16,7 @@ from zerotune.errors import ZerotuneError
 
 PROBE_ROWS = 16
 CARD = "README.md"
+META = "zerotune.json"  # what predict, the card and `zerotune push` read back from an export
 
 
 def full_state_dict(engine) -> dict | None:
@@ -75,20 +76,31 @@ def export_model(engine, *, spec: FitSpec, encoded: Encoded, rank: int, best: di
             save_full(engine.module, snap["state"], out=out, dtype=dtype)
         else:
             save_peft(snap["state"], spec=spec, label_names=encoded.label_names, out=out, fmt=fmt, dtype=dtype)
-        load_tokenizer(spec.model).save_pretrained(out)
+        tokenizer = load_tokenizer(spec.model)
+        tokenizer.save_pretrained(out)
         if encoded.label_names is not None:
             (out / "labels.json").write_text(json.dumps({"labels": encoded.label_names}, indent=2))
-        (out / "zerotune.json").write_text(json.dumps(_meta(spec, encoded, fmt), indent=2))
+        model_eos = getattr(getattr(engine.module, "generation_config", None), "eos_token_id", None)
+        meta = _meta(spec, encoded, fmt, tokenizer=tokenizer, model_eos=model_eos)
+        (out / META).write_text(json.dumps(meta, indent=2))
         (out / "engine_predictions.json").write_text(json.dumps(_probe(spec, encoded, snap)))
-        (out / CARD).write_text(model_card(spec, encoded))
+        (out / CARD).write_text(model_card(spec, encoded, environment=meta["environment"]))
         _copy_out(out, spec.export_uri)
 
 
-def _meta(spec: FitSpec, encoded: Encoded, fmt: str) -> dict:
-    """What `zerotune predict` needs to load the model and tokenize new rows as training did."""
+def _meta(spec: FitSpec, encoded: Encoded, fmt: str, *, tokenizer, model_eos=None) -> dict:
+    """What `zerotune predict` needs to load the model and treat new rows as training did (the preprocessing
+    record), and the runtime of the worker that trained it."""
     from trainer.model import locate
+    from trainer.preprocessing import with_tokenizer
+    from zerotune.environment import runtime
 
     base, gguf = locate(spec.model)
+    stops = None
+    if spec.task == "causal-lm":
+        from trainer.generate import stop_ids
+
+        stops = stop_ids(encoded, tokenizer, model_eos)
     return {
         "task": spec.task,
         "max_length": spec.model.max_length,
@@ -98,6 +110,10 @@ def _meta(spec: FitSpec, encoded: Encoded, fmt: str) -> dict:
         "format": fmt,
         "base_model": base,
         "gguf_file": gguf,
+        "preprocessing": with_tokenizer(spec.preprocessing, tokenizer, stop_token_ids=stops)
+        if spec.preprocessing
+        else None,
+        "environment": runtime(),
     }
 
 
@@ -204,7 +220,7 @@ def load_exported(model_dir, *, task: str | None = None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = Path(model_dir)
-    meta = json.loads((path / "zerotune.json").read_text()) if (path / "zerotune.json").is_file() else {}
+    meta = json.loads((path / META).read_text()) if (path / META).is_file() else {}
     task = task or meta.get("task", "classification")
     cls = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
     if not (path / "adapter_config.json").is_file():
@@ -227,43 +243,23 @@ def load_exported(model_dir, *, task: str | None = None):
     return PeftModel.from_pretrained(base, path).eval(), meta
 
 
-def write_model_card(spec: FitSpec, encoded: Encoded) -> None:
-    """(Re)write the exported model's card, e.g. once the refit's test metrics are known (spec.card)."""
-    from trainer.storage import join, write_bytes
+def write_model_card(spec: FitSpec, encoded: Encoded, *, results: dict | None = None, environment=None) -> None:
+    """(Re)write the exported model's card, e.g. once the refit's test metrics are known (`results`, see
+    trainer.card.build_card); `environment` defaults to the runtime the export recorded."""
+    from trainer.storage import exists, join, read_json, write_bytes
 
-    write_bytes(join(spec.export_uri, CARD), model_card(spec, encoded).encode("utf-8"))
+    meta_uri = join(spec.export_uri, META)
+    if environment is None and exists(meta_uri):
+        environment = read_json(meta_uri).get("environment")
+    card = model_card(spec, encoded, results=results, environment=environment)
+    write_bytes(join(spec.export_uri, CARD), card.encode("utf-8"))
 
 
-def model_card(spec: FitSpec, encoded: Encoded) -> str:
-    """The model card (README.md): base model, hyperparameters, method, labels and spec.card's lines."""
-    lines = [
-        "---",
-        "library_name: transformers",
-        f"tags: [zerotune, {spec.task}]",
-        "---",
-        f"# Fine-tuned with zerotune ({spec.task})",
-        "",
-        f"- base model: `{spec.model.path}`",
-        f"- hyperparameters: learning_rate={spec.train.learning_rate:g}, batch_size={spec.train.batch_size}, "
-        f"epochs={spec.train.epochs}, weight_decay={spec.train.weight_decay:g}, optimizer={spec.train.optimizer}, "
-        f"zero_stage={spec.deepspeed.zero_stage}",
-        f"- method: {spec.model.method} (export: {export_format(spec.model)})",
-    ]
-    if encoded.label_names:
-        lines.append(f"- labels: {', '.join(encoded.label_names)}")
-    for key, value in (spec.card or {}).items():
-        lines.append(f"- {key}: {value}")
-    if export_format(spec.model) == "adapter":
-        lines += [
-            "",
-            "A PEFT adapter over the base model above: reload with `trainer.export.load_exported(dir)` "
-            "(or `PeftModel.from_pretrained(base, dir)`).",
-            "",
-        ]
-    else:
-        lines += [
-            "",
-            "Reload with `AutoModelForSequenceClassification.from_pretrained(dir)` (or `AutoModelForCausalLM`).",
-            "",
-        ]
-    return "\n".join(lines)
+def model_card(spec: FitSpec, encoded: Encoded, *, results: dict | None = None, environment=None) -> str:
+    """The model card (README.md) as text: hub metadata and body (trainer.card)."""
+    from trainer.card import build_card
+
+    card = build_card(
+        spec, encoded.label_names, fmt=export_format(spec.model), results=results, environment=environment
+    )
+    return str(card)

@@ -36,6 +36,7 @@ from trainer import checkpoint
 from trainer.checkpoint import ResumeState
 from trainer.ds_config import build_deepspeed_config
 from trainer.epoch_end import (
+    Heartbeat,
     export_fold,
     keeps_best,
     log_epoch,
@@ -261,6 +262,7 @@ def train_epoch(
     fe.engine.train()
     done = so_far or TrainedEpoch(0.0, (), 0, 0)
     losses, step_times, tokens, padded = list(done.losses), list(done.step_times), done.tokens, done.padded_tokens
+    heartbeat = Heartbeat(w, fe, epoch, done=len(losses))
     for step in range(len(losses), len(batches)):
         t0 = time.perf_counter()
         loss, mask = train_step(w, fe, batches[step], at=(fe.fold, epoch, step))
@@ -274,6 +276,7 @@ def train_epoch(
         padded += int(mask.numel())
         if save_step and every and (step + 1) % every == 0 and step + 1 < len(batches):
             save_step(TrainedEpoch(sum(losses) / len(losses), tuple(step_times), tokens, padded, losses=tuple(losses)))
+        heartbeat.beat(len(losses))
     return TrainedEpoch(sum(losses) / max(len(losses), 1), tuple(step_times), tokens, padded, losses=tuple(losses))
 
 

@@ -3,7 +3,8 @@
     <records>/fold-<i>.json                FoldRecord: one per finished fold
     <records>/starts/fold-<i>-<ns>.json    StartMarker: one per fold fit started (shows re-runs)
     <records>/oom-rank<r>.json             OomRecord: a rank ran out of memory, so a restart must not retry
-    <records>/progress.json                FitProgress: where the running fold is (epoch ends, step checkpoints)
+    <records>/progress.json                FitProgress: where the running fold is (epoch ends, step checkpoints,
+                                           and every PROGRESS_EVERY_S within an epoch)
     <records>/deepspeed.json               the effective DeepSpeed config (first fold)
 
 Only this module spells these names; `sweeps.layout` says where a trial's records directory is.
@@ -23,6 +24,11 @@ from zerotune.errors import StorageError
 def rows_sha(rows) -> str:
     """Which rows a fold validated on: a record from another split never counts as this fold's."""
     return hashlib.sha1(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+
+
+# The key, in a fold's metrics (FoldRecord.metrics), of its worst-predicted out-of-fold rows (trainer.evaluate): text,
+# true and predicted label, confidence. The report shows the best trial's.
+WORST_ROWS = "worst_rows"
 
 
 class _Record:
@@ -83,6 +89,10 @@ class FoldRecord(_Record):
     def score(self, metric: str) -> float:
         return float(self.metrics.get(metric, float("nan")))
 
+    def worst_rows(self) -> list[dict]:
+        """The fold's worst-predicted validation rows (none in a record written before they were kept)."""
+        return list(self.metrics.get(WORST_ROWS) or [])
+
 
 @dataclass(frozen=True)
 class StartMarker(_Record):
@@ -105,6 +115,7 @@ class FitProgress(_Record):
     step: int  # optimizer steps done in `epoch`
     steps: int  # optimizer steps per epoch
     time: float
+    samples_per_s: float | None = None  # the epoch so far, whole worker group (the heartbeat within an epoch)
 
     def where(self) -> str:
         return f"fold {self.fold + 1}/{self.k} epoch {self.epoch + 1}/{self.epochs} step {self.step}/{self.steps}"

@@ -80,3 +80,5 @@ class FitSpec:
     report_metrics: Callable[[EpochReport], dict] | None = None
     probe_rows: tuple[int, ...] = ()  # rows whose engine predictions the export keeps (empty: the first rows)
     card: dict | None = None  # extra "- key: value" lines of the exported model card
+    # How rows became tokens (trainer.preprocessing.recipe): the export records it for `zerotune predict`.
+    preprocessing: dict | None = None

@@ -25,13 +25,38 @@ def filesystem(uri: str):
     if "://" not in uri:
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     try:
-        return pafs.FileSystem.from_uri(uri)
+        fs, path = pafs.FileSystem.from_uri(uri)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError with the reason
         raise StorageError(
             f"cannot open storage {uri}: {exc}",
             field="storage.path",
             fix="use a local directory or an s3://, gs:// or file:// URI with credentials",
         ) from None
+    if isinstance(fs, pafs.S3FileSystem) and os.environ.get(MAX_ATTEMPTS):
+        fs = _with_max_attempts(fs, os.environ[MAX_ATTEMPTS])
+    return fs, path
+
+
+# The AWS SDKs' standard variable for how often a request is tried; pyarrow's from_uri ignores it (its default
+# retries spend ~6 s on a store that refuses connections), so it is applied here for the calls zerotune makes.
+MAX_ATTEMPTS = "AWS_MAX_ATTEMPTS"
+
+
+def _with_max_attempts(fs, value: str):
+    import pyarrow.fs as pafs
+
+    try:
+        attempts = int(value)
+        if attempts < 1:
+            raise ValueError
+    except ValueError:
+        raise StorageError(
+            f"{MAX_ATTEMPTS}={value!r} is not a whole number of attempts",
+            field=MAX_ATTEMPTS,
+            fix=f"set {MAX_ATTEMPTS} to 1 or more (each S3 request is tried that many times), or unset it",
+        ) from None
+    options = fs.__reduce__()[1][0]  # every option from_uri set (endpoint, region, credentials source), as pickled
+    return pafs.S3FileSystem(**options, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts))
 
 
 def join(uri: str, *parts: str) -> str:

@@ -24,6 +24,9 @@ _COMMAND_MODULES = (
     "sweeps.cli.report",
     "sweeps.cli.jobs",
     "sweeps.cli.cluster",
+    "sweeps.cli.env",
+    "sweeps.cli.hub",
+    "sweeps.cli.completion",
 )
 
 
@@ -35,10 +38,63 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tuning sweeps of Hugging Face models scored by k-fold cross-validation "
         "(Ray Tune + Optuna + Ray Train + DeepSpeed ZeRO).",
     )
+    parser.add_argument("--version", action="version", version=f"zerotune {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    for each in _parsers(parser):  # -q/-v before the command or after it: `zerotune sweep run x.yaml -v`
+        verbosity_options(each, top=each is parser)
     return parser
+
+
+def verbosity_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """`args.verbosity`: -1 (-q), 0, or 1 (-v); sweeps.console's QUIET, NORMAL and VERBOSE."""
+    group = parser.add_mutually_exclusive_group()
+    default = 0 if top else argparse.SUPPRESS  # a subcommand's parser must not reset what the top level parsed
+    group.add_argument(
+        "-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
+        help="print only the final result (errors still show)",
+    )  # fmt: skip
+    group.add_argument(
+        "-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
+        help="also show the libraries' own logs (Ray, Tune, DeepSpeed, transformers)",
+    )  # fmt: skip
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    """`parser` and every subcommand's parser under it, once each (an alias names the same parser)."""
+    seen = [parser]
+    for each in seen:
+        for action in each._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                seen += [p for p in action.choices.values() if p not in seen]
+    return seen
+
+
+def installed_version() -> str:
+    """The installed distribution's version (package metadata: one place, pyproject.toml, says it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zerotune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def colour_allowed(env=None) -> bool:
+    """False when the user asked for no colour (https://no-color.org: NO_COLOR set and not empty)."""
+    import os
+
+    return not (os.environ if env is None else env).get("NO_COLOR")
+
+
+def honour_no_color() -> None:
+    """Under NO_COLOR, turn off the colour this process would print: Ray's prefixes of worker log lines
+    (colorama codes even in a pipe, unless RAY_COLOR_PREFIX=0). rich and optuna's logging read NO_COLOR themselves."""
+    import os
+
+    if not colour_allowed():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
 def emit(data, *, fmt: str, table) -> None:
@@ -78,6 +134,7 @@ def format_error(exc: ZerotuneError) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    honour_no_color()
     try:
         result = args.func(args)
     except ZerotuneError as exc:

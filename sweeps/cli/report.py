@@ -47,8 +47,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
         help="run an exported model on new rows (CSV/TSV/JSONL/Parquet in, predictions out)",
-        description="Plain transformers on CPU, batched; prints the throughput. Classification: label and one "
-        "probability per class; regression: the value.",
+        description="Plain transformers, batched; prints the throughput. Each row gets the preprocessing the model "
+        "was trained with, as its export recorded it (normalisation, text pairs, max_length, a causal LM's prompt "
+        "format and chat template). Classification: label and one probability per class; regression: the value; "
+        "causal LM: the generated continuation.",
     )
     p.add_argument(
         "model_dir",
@@ -57,10 +59,19 @@ def add_parser(subparsers) -> None:
         "its latest completed refit's model",
     )
     p.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet file")
-    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    p.add_argument(
+        "--text-column", help="column holding the text (default: the one the model was trained on, else text)"
+    )
     p.add_argument("--text-pair-column", help="column holding the second text, for a model trained on sentence pairs")
     p.add_argument("--output", help="write predictions here (.csv, .tsv, .jsonl, .parquet); default: print them")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="auto: cuda where there is a GPU")
+    gen = p.add_argument_group("causal LM generation")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per row at most (default 64)")
+    gen.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --do-sample)")
+    gen.add_argument("--seed", type=int, help="seed for sampling (repeatable output)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=_predict)
 
@@ -131,8 +142,16 @@ def _refit(args) -> int:
 
 def _predict(args) -> int:
     from sweeps.cli import data_stdout
+    from sweeps.final.generation import Sampling
     from sweeps.final.predict import predict
 
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     with data_stdout(args.format):
         result = predict(
             args.model_dir,
@@ -141,11 +160,13 @@ def _predict(args) -> int:
             text_pair_column=args.text_pair_column,
             output=args.output,
             batch_size=args.batch_size,
+            device=args.device,
+            sampling=sampling,
         )
     table = result.pop("table")
     line = (
         f"predicted {result['rows']} rows in {result['seconds']:.2f} s: {result['rows_per_s']} rows/s "
-        f"(batch {result['batch_size']}, {result['threads']} CPU threads)"
+        f"(batch {result['batch_size']}, {result['device']}, {result['threads']} CPU threads)"
     )
     if args.format == "json":
         if not args.output:

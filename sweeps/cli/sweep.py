@@ -10,6 +10,7 @@ def add_parser(subparsers) -> None:
     from sweeps.cli import EXIT_INTERRUPTED
     from sweeps.config import config_help
     from sweeps.search.resume import ALLOWED
+    from sweeps.search.view import HEARTBEAT_S
 
     p = subparsers.add_parser("sweep", help="hyperparameter sweeps scored by k-fold cross-validation")
     sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
@@ -35,6 +36,13 @@ def add_parser(subparsers) -> None:
         "(the failed attempt stays on record); default: failed trials stay failed",
     )
     run.add_argument("--format", choices=["table", "json"], default="table")
+    run.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT_S,
+        metavar="S",
+        help=f"seconds between progress lines within a long epoch (step, samples/s); 0: none (default {HEARTBEAT_S:g})",
+    )
     run.set_defaults(func=_run)
 
     val = sub.add_parser(
@@ -58,6 +66,13 @@ def add_parser(subparsers) -> None:
     st.add_argument("sweep", help="sweep directory or URI, or a name under --storage")
     st.add_argument("--storage", default="./results", help="storage path the name is under")
     st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow a running sweep: print the status again whenever it changes, until the run that writes the "
+        "sweep ends (Ctrl+C stops watching)",
+    )
+    st.add_argument("--interval", type=float, default=5.0, metavar="S", help="--watch: seconds between reads")
     st.set_defaults(func=_status)
 
 
@@ -77,11 +92,15 @@ def _run(args) -> int:
 
     from sweeps.cli import EXIT_INTERRUPTED, INTERRUPTED_MESSAGE, data_stdout, emit
     from sweeps.cli.tables import sweep_table
+    from sweeps.console import RunConsole
     from sweeps.search.run import run_sweep
 
-    cfg = _load(args)
-    with data_stdout(args.format):
-        summary = run_sweep(cfg, address=args.address, progress=args.format != "json", retry_failed=args.retry_failed)
+    # The view's lines and the libraries' log (sweeps.console), from the first import of a library on; with
+    # --format json the view goes to stderr.
+    verbosity = getattr(args, "verbosity", 0)
+    console = RunConsole(verbosity=verbosity, heartbeat_s=args.heartbeat, stderr=args.format == "json")
+    with data_stdout(args.format), console:
+        summary = run_sweep(_load(args), address=args.address, retry_failed=args.retry_failed, console=console)
     emit(summary, fmt=args.format, table=sweep_table)
     if summary.get("interrupted"):  # Tune ends its loop normally on Ctrl+C: the sweep did not finish
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
@@ -108,9 +127,23 @@ def _validate(args) -> int:
 
 
 def _status(args) -> int:
-    from sweeps.cli import emit
-    from sweeps.cli.tables import sweep_table
-    from sweeps.results.status import sweep_status
+    import sys
 
-    emit(sweep_status(args.sweep, storage=args.storage), fmt=args.format, table=sweep_table)
+    from sweeps.cli import EXIT_INTERRUPTED, emit
+    from sweeps.cli.tables import sweep_table
+    from sweeps.results.status import sweep_status, watch_status
+
+    if not args.watch:
+        emit(sweep_status(args.sweep, storage=args.storage), fmt=args.format, table=sweep_table)
+        return 0
+
+    def show(status: dict) -> None:
+        if args.format == "table" and sys.stdout.isatty():
+            print("\033[H\033[2J", end="")  # redraw in place on a terminal; a pipe gets one table after another
+        emit(status, fmt=args.format, table=lambda s: f"{sweep_table(s)}\n")
+
+    try:
+        watch_status(args.sweep, storage=args.storage, interval_s=args.interval, show=show)
+    except KeyboardInterrupt:  # stops the watch only: nothing to resume, so no message
+        return EXIT_INTERRUPTED
     return 0

@@ -82,11 +82,17 @@ def sweep_table(summary: dict) -> str:
             f"over {len(best['fold_scores'])} folds [{folds}]",
             "  config: " + " ".join(f"{k}={v}" for k, v in sorted(best["params"].items())),
         ]
+        refit = summary.get("refit")
+        if refit and metric in (refit.get("metrics") or {}):  # the held-out test score beside the CV estimate
+            out.append(
+                f"  refit on {refit['n_train']} rows: test {metric} {refit['metrics'][metric]:.4f} on "
+                f"{refit['n_test']} held-out rows (cross-validated {best['mean']:.4f} +/- {best['std']:.4f})"
+            )
     else:
         out += ["", "no trial completed all folds"]
-    base = summary.get("baseline")
-    if base and metric in base:
-        out.append(f"  baseline ({base['name']}, same folds): {metric} {base[metric]:.4f}")
+    for base in (summary.get("baseline"), summary.get("tfidf_baseline")):
+        if base and metric in base:
+            out.append(f"  baseline ({base['name']}, same folds): {metric} {base[metric]:.4f}")
     if summary.get("wall_s") is not None:
         out.append(
             f"  wall {summary['wall_s']:.0f} s; training+evaluation {summary['train_eval_s']:.0f} s; "

@@ -50,6 +50,7 @@ def _refit(
     from cluster.local import connect
     from sweeps.final.train import fit_split
     from sweeps.preflight.data import encode
+    from sweeps.results.environment import write_fit_record
     from sweeps.search.space import config_json
     from trainer.export import write_model_card
     from trainer.metrics import scalar_metrics
@@ -74,12 +75,19 @@ def _refit(
         spec, encoded=encoded, train_rows=train_rows, val_rows=test_rows, scaling=cfg.scaling,
         name=name, storage_path=storage_path,
     )  # fmt: skip
-    tested = ", ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(record.metrics).items())
-    write_model_card(dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded)
+    test = scalar_metrics(record.metrics)
+    tested = ", ".join(f"{k}={v:.4g}" for k, v in test.items())
+    config = config_json(spec.train, spec.deepspeed, spec.model)
+    env = write_fit_record(run, kind="refit", config=config, model_uri=spec.export_uri)
+    cv = {"metric": cfg.metric, "mean": best["mean"], "std": best["std"], "k": cfg.folds.k}
+    write_model_card(
+        dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded,
+        results={"cv": cv, "test": test}, environment=env,
+    )  # fmt: skip
     summary = {
         "trial_id": best["trial_id"],
         "params": best["params"],
-        "config": config_json(spec.train, spec.deepspeed, spec.model),
+        "config": config,
         "n_train": int(len(train_rows)),
         "n_test": int(len(test_rows)),
         "metrics": record.metrics,

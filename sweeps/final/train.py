@@ -10,6 +10,7 @@ from sweeps.config import SweepConfig
 from sweeps.layout import FitDir, SweepDir
 from sweeps.preflight.checks import check_fit
 from sweeps.preflight.data import encode, fit_spec, load_examples
+from sweeps.results.environment import write_fit_record
 from sweeps.search.folds import train_val_split
 from trainer.launch import Fit
 from trainer.outcome import Outcome, classify
@@ -111,6 +112,7 @@ def _summary(r: _Run, record: FoldRecord, result, *, wall_s: float) -> dict:
         "model_dir": r.fit.spec.export_uri,
     }
     write_json(r.run.metrics, summary)
+    write_fit_record(r.run, kind="train", config=summary["config"], model_uri=r.fit.spec.export_uri)
     summary["metrics_path"] = r.run.metrics
     return summary
 

@@ -299,6 +299,8 @@ def fit_spec(
 ) -> FitSpec:
     """The FitSpec of one fit of this sweep; `train`/`deepspeed`/`model` replace the config's groups
     (a trial's values)."""
+    from trainer.preprocessing import recipe
+
     return FitSpec(
         task=cfg.task,
         model=model or cfg.model,
@@ -311,5 +313,6 @@ def fit_spec(
         checkpoint_every_epoch=cfg.storage.checkpoint_every_epoch,
         records_uri=records_uri,
         export_uri=export_uri,
+        preprocessing=recipe(cfg.data, model or cfg.model, cfg.task),
         **typed,
     )

@@ -1,7 +1,7 @@
 """`zerotune report`: a sweep's report, built from its storage only (local path or URI), never a live cluster.
 
 `report_facts` gathers what the storage says into one JSON-ready dict (the `--format json`
-document, validated by `sweeps/report/report.schema.json`); `build_report` draws the plots and
+document, validated by `sweeps/report/report.schema.json`); `build_report` draws the plots (sweeps.report.figures) and
 writes html (PNGs embedded), md (PNGs linked) and/or json next to them.
 """
 
@@ -12,14 +12,16 @@ import math
 import time
 
 from sweeps.layout import SweepDir
-from trainer.metrics import best_first, best_of, scalar_metrics
+from sweeps.results.environment import stored_records
+from trainer.metrics import best_of, scalar_metrics
+from trainer.records import WORST_ROWS
 from trainer.storage import join, write_bytes
 from zerotune.errors import ConfigError, StorageError
 
 SCHEMA_VERSION = 1
 FORMATS = ("html", "md", "json")
-TOP_TRIALS = 8
 SAMPLES = 3  # sample generations shown per fold
+WORST_SHOWN = 10  # worst-predicted out-of-fold rows shown for the best trial
 
 
 def report_facts(sweep_uri: str) -> dict:
@@ -59,6 +61,7 @@ def report_facts(sweep_uri: str) -> dict:
             "folds": {"k": cfg.folds.k, "strategy": folds.get("strategy"), "test_fraction": cfg.folds.test_fraction},
         },
         "baseline": summary.get("baseline"),
+        "tfidf_baseline": summary.get("tfidf_baseline"),
         "states": states,
         "cost": {
             "use_gpu": cfg.scaling.use_gpu,
@@ -78,6 +81,7 @@ def report_facts(sweep_uri: str) -> dict:
         "importances": param_importances(trials, space=cfg.search.space, mode=cfg.mode, cfg=cfg),
         "methods": compare_methods(trials, default=cfg.model.method, mode=cfg.mode),
         "refit": _refit(sweep, summary.get("best")),
+        "environment": stored_records(sweep),  # by what wrote it: the sweep's run, its latest refit
         "plots": {},
         "notes": [],
     }
@@ -87,6 +91,7 @@ def report_facts(sweep_uri: str) -> dict:
 def build_report(sweep_uri: str, *, formats=("html",), out_dir: str | None = None) -> dict:
     """Write the report in each of `formats` under `out_dir` (default `<sweep>/report`); the paths and facts."""
     from sweeps.report import pages as report_render
+    from sweeps.report.figures import draw_plots
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -112,95 +117,6 @@ def build_report(sweep_uri: str, *, formats=("html",), out_dir: str | None = Non
         "plots": {n: join(out_dir, p["file"]) for n, p in facts["plots"].items()},
         "facts": facts,
     }
-
-
-def draw_plots(facts: dict, *, sweep_uri: str) -> dict[str, bytes]:
-    """PNG bytes by plot name; `facts["plots"]` gets each plot's file and title, `facts["notes"]` what was skipped."""
-    from sweeps.report import plots
-
-    images, notes = {}, []
-
-    def add(name: str, title: str, make):
-        try:
-            images[name] = make()
-        except (ValueError, TypeError, KeyError) as exc:  # a plot never sinks the report
-            notes.append(f"{title}: not drawn ({type(exc).__name__}: {exc})")
-            return
-        facts["plots"][name] = {"file": f"plots/{name}.png", "title": title}
-
-    metric, trials = facts["metric"], facts["trials"]
-    if trials:
-        add(
-            "optimisation_history",
-            "Optimisation history",
-            lambda: plots.optimisation_history(trials, metric=metric, mode=facts["mode"]),
-        )
-    imp = facts["importances"]
-    if imp["values"]:
-        add(
-            "importances",
-            f"Parameter importances ({imp['method']})",
-            lambda: plots.importances(imp["values"], method=imp["method"]),
-        )
-    else:
-        notes.append(f"parameter importances: {imp['note']}")
-    ranked = [t for t in trials if t["state"] in ("completed", "pruned") and t["mean"] is not None]
-    ranked.sort(key=lambda t: (t["state"] != "completed", best_first(t["mean"], facts["mode"])))
-    if ranked:
-        add(
-            "fold_spread",
-            f"Per-fold {metric} of the top trials",
-            lambda: plots.fold_spread(ranked[:TOP_TRIALS], metric=metric),
-        )
-    best = facts["best"]
-    if best is None:
-        notes.append("no trial completed every fold: no best-trial plots")
-    else:
-        fold_metrics = [f.metrics for f in SweepDir(sweep_uri).trial(best["trial_id"]).records.folds()]
-        _task_plots(
-            facts["task"], fold_metrics, best, add, plots, where=f"best trial, {len(fold_metrics)} validation folds"
-        )
-    refit = facts["refit"]
-    if refit and refit.get("confusion_matrix"):
-        add(
-            "refit_confusion_matrix",
-            "Confusion matrix of the refit model (test split)",
-            lambda: plots.confusion(
-                refit["confusion_matrix"], refit["labels"], title="refit model, held-out test split"
-            ),
-        )
-    facts["notes"] = facts.get("notes", []) + notes
-    return images
-
-
-def _task_plots(task: str, fold_metrics: list[dict], best: dict, add, plots, *, where: str) -> None:
-    if task == "classification" and fold_metrics and "confusion_matrix" in fold_metrics[0]:
-        n = len(fold_metrics[0]["confusion_matrix"])
-        total = [[sum(m["confusion_matrix"][i][j] for m in fold_metrics) for j in range(n)] for i in range(n)]
-        add(
-            "confusion_matrix",
-            "Confusion matrix of the best trial (out-of-fold)",
-            lambda: plots.confusion(total, fold_metrics[0]["labels"], title=f"out-of-fold predictions ({where})"),
-        )
-        add(
-            "roc_curves",
-            "ROC curves of the best trial (one-vs-rest, per fold)",
-            lambda: plots.roc([m.get("roc_curves") or {} for m in fold_metrics], title=f"ROC one-vs-rest ({where})"),
-        )
-    if task == "regression":
-        points = [
-            (t, p)
-            for m in fold_metrics
-            for t, p in zip(m["residuals"]["target"], m["residuals"]["prediction"], strict=True)
-        ]
-        add("residuals", "Residuals of the best trial", lambda: plots.residuals(points, title=f"residuals ({where})"))
-    histories = [f["history"] for f in best["folds"]]
-    if any(histories):
-        add(
-            "loss_curve",
-            "Eval loss curve of the best trial",
-            lambda: plots.loss_curves(histories, title=f"loss per epoch ({where})"),
-        )
 
 
 def _trial_row(sweep: SweepDir, t: dict, cfg) -> dict:
@@ -303,7 +219,49 @@ def _best(cfg, best: dict | None) -> dict | None:
         "generations": [  # train.generate_eval: each fold's first sample generations
             {"fold": f["fold"], **g} for f in best["folds"] for g in f["metrics"].get("generations", [])[:SAMPLES]
         ],
+        "per_class": per_class([f["metrics"] for f in best["folds"]]),
+        "worst_rows": worst_rows(best["folds"]),
     }
+
+
+def per_class(fold_metrics: list[dict]) -> list[dict]:
+    """Per class: precision, recall and F1 as means over the folds (as the cross-validated score is), F1's spread,
+    and the validation rows of that class over all folds; empty unless the folds recorded them (classification)."""
+    folds = [m["per_class"] for m in fold_metrics if m.get("per_class")]
+    if not folds:
+        return []
+    rows = []
+    for label in folds[0]:
+        seen = [f[label] for f in folds if label in f]
+
+        def mean(key, seen=seen):
+            return sum(c[key] for c in seen) / len(seen)
+
+        rows.append(
+            {
+                "label": label,
+                "precision": mean("precision"),
+                "recall": mean("recall"),
+                "f1": mean("f1"),
+                "f1_std": _std([c["f1"] for c in seen]),
+                "support": sum(int(c["support"]) for c in seen),
+            }
+        )
+    return rows
+
+
+def worst_rows(folds: list[dict], *, most: int = WORST_SHOWN) -> list[dict]:
+    """The worst-predicted out-of-fold rows over every fold (each fold keeps its own worst, trainer.evaluate):
+    misclassified rows first, then the lowest probability on the true class (classification); the largest absolute
+    error first (regression)."""
+    rows = [{"fold": f["fold"], **r} for f in folds for r in f["metrics"].get(WORST_ROWS) or []]
+
+    def badness(r: dict) -> tuple:
+        if "true_prob" in r:
+            return (r["predicted"] == r["label"], r["true_prob"])
+        return (False, -r["error"] if r.get("error") is not None else -math.inf)
+
+    return sorted(rows, key=badness)[:most]
 
 
 def _refit(sweep: SweepDir, best: dict | None) -> dict | None:

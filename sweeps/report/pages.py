@@ -6,6 +6,8 @@ import base64
 import html as _html
 import json
 
+from zerotune.environment import summary_rows
+
 
 def _fmt(v) -> str:
     if v is None:
@@ -42,9 +44,9 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         ["wall time", f"{_fmt(c['wall_s'])} s (orchestration share {_fmt(c['orchestration_share'])})"],
         ["storage", facts["storage"]],
     ]
-    if facts.get("baseline"):
-        b = facts["baseline"]
-        summary.append(["baseline", f"{b['name']} on the same folds: {metric} {_fmt(b.get(metric))}"])
+    for b in (facts.get("baseline"), facts.get("tfidf_baseline")):
+        if b:
+            summary.append(["baseline", f"{b['name']} on the same folds: {metric} {_fmt(b.get(metric))}"])
     out.append(("Summary", ["", ""], summary, None))
     best = facts["best"]
     if best is None:
@@ -63,6 +65,10 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
             f"params: {_fmt(best['params'])}; {_fmt(best['trainable_params'])} trainable parameters."
         ) + (f" Note: {best['selection_note']}." if best.get("selection_note") else "")
         out.append(("Best trial", ["fold", "train rows", "val rows", *names], rows, intro))
+        if best.get("per_class"):
+            out.append(_per_class(best["per_class"]))
+        if best.get("worst_rows"):
+            out.append(_worst_rows(best["worst_rows"], facts["task"]))
         cfg_rows = [[group, _fmt(values)] for group, values in best["config"].items()]
         out.append(("Best trial: effective config", ["group", "values"], cfg_rows, None))
         if best.get("generations"):
@@ -145,6 +151,8 @@ def _tables(facts: dict) -> list[tuple[str, list[str], list[list[str]], str | No
         out.append(("Parameter importances", ["parameter", f"importance ({imp['method']})"], rows, imp["note"]))
     else:
         out.append(("Parameter importances", [], [], imp["note"]))
+    for what, rec in (facts.get("environment") or {}).items():
+        out.append((f"Environment ({what})", ["", ""], [list(row) for row in summary_rows(rec)], None))
     return out
 
 
@@ -164,6 +172,50 @@ def _generations(samples: list[dict]) -> tuple[str, list[str], list[list[str]], 
     ]
     intro = "Greedy generations from validation rows' prompts, against their reference responses (first rows per fold)."
     return ("Best trial: sample generations", ["fold", "row", "prompt", "reference", "generated"], rows, intro)
+
+
+def _per_class(rows: list[dict]) -> tuple[str, list[str], list[list[str]], str]:
+    table = [
+        [r["label"], _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r["f1_std"]), str(r["support"])]
+        for r in rows
+    ]
+    intro = "Means over the validation folds (the macro scores average these); support: validation rows, all folds."
+    return ("Best trial: per class", ["class", "precision", "recall", "F1", "F1 std", "support"], table, intro)
+
+
+def _worst_rows(rows: list[dict], task: str) -> tuple[str, list[str], list[list[str]], str]:
+    """The best trial's worst out-of-fold predictions: where to look for label noise or what the model misses."""
+
+    def cut(text, most: int = 200) -> str:
+        return "–" if text is None else text if len(text) <= most else text[: most - 1] + "…"
+
+    if task == "regression":
+        header = ["fold", "row", "text", "target", "prediction", "error"]
+        table = [
+            [str(r["fold"]), str(r["row"]), cut(r["text"]), _fmt(r["target"]), _fmt(r["prediction"]), _fmt(r["error"])]
+            for r in rows
+        ]
+        intro = "Validation rows of the best trial with the largest absolute error, each from the fold holding it out."
+    else:
+        header = ["fold", "row", "text", "true", "predicted", "confidence", "P(true)"]
+        table = [
+            [
+                str(r["fold"]),
+                str(r["row"]),
+                cut(r["text"]),
+                r["label"],
+                r["predicted"],
+                _fmt(r["confidence"]),
+                _fmt(r["true_prob"]),
+            ]
+            for r in rows
+        ]
+        intro = (
+            "Validation rows of the best trial the model got most wrong (misclassified first, then the lowest "
+            "probability on the true class), each predicted by the fold that held it out; confidence: the predicted "
+            "class's probability."
+        )
+    return ("Best trial: worst-predicted validation rows", header, table, intro)
 
 
 def _params_range(m: dict) -> str:

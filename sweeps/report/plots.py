@@ -177,3 +177,40 @@ def loss_curves(histories: list[list[dict]], *, title: str) -> bytes:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def param_slice(study, *, metric: str) -> bytes:
+    """Each searched parameter against the score of every completed trial (optuna's slice plot; colour: trial
+    number). Raises ValueError when no completed trial has parameters to plot."""
+    return _optuna_png(study, "plot_slice", metric)
+
+
+def param_parallel(study, *, metric: str) -> bytes:
+    """Every completed trial as one line through its parameter values to its score (optuna's parallel-coordinate
+    plot). Raises ValueError when no completed trial has parameters to plot."""
+    return _optuna_png(study, "plot_parallel_coordinate", metric)
+
+
+def _optuna_png(study, plot: str, metric: str) -> bytes:
+    import warnings
+
+    import numpy as np
+    import optuna
+    import optuna.visualization.matplotlib as ovm
+
+    _figure()  # selects the Agg backend before optuna's pyplot figure (an empty figure, closed below)
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not any(t.params for t in done):
+        raise ValueError("no completed trial in the study")
+    # rc_context: optuna switches matplotlib to its own style globally, which the report's other figures must not get
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # its matplotlib backend
+        fig = np.asarray(getattr(ovm, plot)(study, target_name=metric)).flat[0].figure
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # its own layout: colour bars beside the axes
+        plt.close(fig)
+    return buf.getvalue()

@@ -161,7 +161,8 @@ def collect(
         "trials": trials,
         "best": best,
         "baseline": data.get("baseline"),
-        "data": {k: v for k, v in data.items() if k != "baseline"},
+        "tfidf_baseline": data.get("tfidf_baseline"),
+        "data": {k: v for k, v in data.items() if k not in ("baseline", "tfidf_baseline")},
         "fold_fits": sum(t["folds_done"] for t in trials),
         "interrupted": bool(interrupted),
     }

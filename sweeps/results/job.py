@@ -1,6 +1,6 @@
 """The sweep a submitted Ray Job runs: read from the job's entrypoint, then found in storage.
 
-`zerotune submit` starts `python -m sweeps sweep run CONFIG [key=value ...] [storage.path=...]`;
+`zerotune job submit` starts `python -m sweeps sweep run CONFIG [key=value ...] [storage.path=...]`;
 the config (relative to the uploaded directory, i.e. the current one here) and its overrides
 give the sweep's name and storage path. The cluster is asked for the entrypoint only.
 """
@@ -21,7 +21,7 @@ def parse_entrypoint(entrypoint: str) -> tuple[str | None, list[str]]:
         raise ClusterError(
             f"the job does not run a sweep: {entrypoint!r}",
             field="--job-id",
-            fix="pass the id of a job started by `zerotune submit`",
+            fix="pass the id of a job started by `zerotune job submit`",
         ) from None
     config, overrides, args = None, [], words[at + 2 :]
     i = 0

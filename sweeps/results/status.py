@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
+
 from sweeps.layout import SweepDir, TrialState
 from trainer.storage import join
 from zerotune.errors import StorageError
@@ -36,7 +40,42 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
     status = {**saved, **collect(found.uri, cfg=saved_config(found), finished=bool(saved))}
     for trial in status["trials"]:
         trial["progress"] = _progress(found, trial)
+    refit = found.latest_refit()
+    if refit is not None and "refit" not in status:  # its test score, shown beside the cross-validated one
+        status["refit"] = found.read(refit.metrics)
     return status
+
+
+def watch_status(sweep: str, *, storage: str, interval_s: float, show: Callable[[dict], None]) -> dict:
+    """`show` the sweep's status now, and again each time it changes (read every `interval_s`), until it has a
+    summary and no run writes it any more (sweeps.lease: no live claim). Returns the last status."""
+    found = SweepDir(locate_sweep(sweep, storage=storage))
+    timeout_s = saved_config(found).storage.lease_timeout_s
+    shown = None
+    while True:
+        status = sweep_status(found.uri, storage=storage)
+        seen = json.dumps(status, sort_keys=True, default=str)
+        if seen != shown:
+            show(status)
+            shown = seen
+        if found.read(found.summary) is not None and not being_written(found, timeout_s=timeout_s, now=time.time()):
+            return status
+        time.sleep(interval_s)
+
+
+def being_written(sweep: SweepDir, *, timeout_s: float, now: float) -> bool:
+    """A run holds the sweep's lease and its heartbeat is fresh (sweeps.lease)."""
+    from sweeps.lease import Claim
+    from trainer.storage import read_json
+
+    for path in sweep.lease_claims():
+        try:
+            claim = Claim.from_json(read_json(path))
+        except (StorageError, KeyError, TypeError):  # released since listed, or being written
+            continue
+        if claim.held and claim.live(now, timeout_s):
+            return True
+    return False
 
 
 def _progress(sweep: SweepDir, trial: dict) -> dict | None:

@@ -22,6 +22,7 @@ ALLOWED = {
     "search.time_budget_s": "any",  # when this run stops proposing trials (the budget is per run)
     "storage.checkpoint_every_epoch": "any",  # what a restart resumes from, not what a fold computes
     "storage.lease_timeout_s": "any",  # who may write the sweep, not what it computes
+    "tracking.*": "any",  # where runs are logged, not what a trial computes (any key of the group)
 }
 # Where the sweep and its data live, not what runs: the same sweep may be resumed from a copy or a new mount. The
 # data's content is checked by its fingerprint and the folds (folds.json) instead.
@@ -96,7 +97,7 @@ def with_changes(saved: dict, changes: list[Change]) -> dict:
 
 
 def _allowed(change: Change) -> bool:
-    rule = ALLOWED.get(change.field)
+    rule = ALLOWED.get(change.field) or ALLOWED.get(change.field.split(".", 1)[0] + ".*")
     if rule == "raise":
         return isinstance(change.new, int) and isinstance(change.saved, int) and change.new > change.saved
     return rule == "any"

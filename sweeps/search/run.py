@@ -14,12 +14,14 @@ import time
 
 from sweeps import lease
 from sweeps.config import SweepConfig
+from sweeps.console import NORMAL, VERBOSE, RunConsole
 from sweeps.layout import SweepDir, TrialState, check_trusted, check_writable
 from sweeps.preflight.checks import max_concurrent, trial_bundles, trials_the_ceiling_fits
 from sweeps.preflight.data import encode, fingerprint
 from sweeps.preflight.validate import preflight
 from sweeps.results.collect import collect, live_trials
-from sweeps.search.baseline import baseline
+from sweeps.results.environment import write_sweep_record
+from sweeps.search.baseline import baseline, tfidf_baseline
 from sweeps.search.folds import Folds
 from sweeps.search.resume import resume_changes, with_changes
 from zerotune.errors import ConfigError, StorageError
@@ -51,11 +53,18 @@ def save_or_check_folds(sweep: SweepDir, folds: Folds, examples) -> None:
 
 
 def run_sweep(
-    cfg: SweepConfig, *, address: str | None = None, progress: bool = True, retry_failed: bool = False
+    cfg: SweepConfig,
+    *,
+    address: str | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    console: RunConsole | None = None,
 ) -> dict:
     """Run or resume the sweep; its summary. `summary["interrupted"]`: the run was stopped (Ctrl+C, the storage
     watch) before every trial ended, so it neither refits nor counts as finished; the same command resumes it.
-    `retry_failed`: a resumed sweep runs its failed trials again (sweeps.search.tuner.restore_tuner)."""
+    `retry_failed`: a resumed sweep runs its failed trials again (sweeps.search.tuner.restore_tuner).
+    `console`: zerotune's view (sweeps.search.view) on it replaces Tune's reporter and the workers' lines, which go to
+    its log; without one, `progress` shows those."""
     from ray import tune
 
     from cluster.local import cluster_capacity, connect
@@ -65,6 +74,7 @@ def run_sweep(
     from sweeps.search.trial import run_trial, trial_actor_resources
     from sweeps.search.tuner import new_tuner, restore_tuner
     from sweeps.search.watch import StorageWatch, raise_if_storage_broke
+    from sweeps.tracking.callback import end_tracking, trackers
     from trainer.storage import filesystem
 
     started = time.time()
@@ -74,8 +84,12 @@ def run_sweep(
     # runs or is written; the allowed ones are applied below.
     changes = resume_changes(saved, cfg, config_path=sweep.config) if saved is not None else []
 
+    show = console.line if console is not None else (lambda text: None)
+    progress = progress and console is None  # Tune's own reporter, when no view replaces it
+    worker_logs = progress or console is not None  # a console keeps the workers' output in its log
+
     def ceiling():
-        connect(address=address, worker_logs=progress)
+        connect(address=address, worker_logs=worker_logs)
         return cluster_capacity()  # what the cluster can grow to, not only the nodes up now
 
     checked = preflight(cfg, resources=ceiling)
@@ -86,11 +100,15 @@ def run_sweep(
         # Nothing is written until every check has passed: a bad input leaves no partial sweep.
         check_writable(sweep.uri)
         save_or_check_folds(sweep, folds, examples)
+        if console is not None:
+            console.attach(sweep.log)  # the sweep is written from here on: its log with it
         if saved is None:
             sweep.write(sweep.config, cfg.model_dump(mode="json"))  # once, when the sweep starts
         elif changes:
             log.warning("sweep %s resumes with changes: %s", cfg.name, "; ".join(map(str, changes)))
+            show(f"sweep {cfg.name}: resumes with changes: {'; '.join(map(str, changes))}")
             sweep.write(sweep.config, with_changes(saved, changes))
+        write_sweep_record(sweep, sweep.read(sweep.config))  # this run's packages, GPUs, commit and command
         sweep.write(
             sweep.data,
             {
@@ -99,6 +117,7 @@ def run_sweep(
                 "label_names": examples.label_names,
                 "n_test": len(folds.test),
                 "baseline": baseline(cfg.task, examples, folds),
+                "tfidf_baseline": tfidf_baseline(cfg.task, examples, folds),
             },
         )
         t_tokenize = time.perf_counter()
@@ -124,6 +143,13 @@ def run_sweep(
         # first trial is placed, instead of one trial's worth at a time as placement groups wait.
         asks = trial_bundles(cfg)
         log.warning("sweep %s: %d trials at once; %s", cfg.name, concurrent, capacity.describe())
+        show(
+            f"sweep {cfg.name}: {len(examples)} rows, {cfg.folds.k} folds ({folds.strategy}), "
+            f"{cfg.search.num_trials} trials, {concurrent} at once -> {sweep.uri}"
+        )
+        if console is not None:
+            here = "" if console.verbosity >= VERBOSE else " (-v shows them here)"
+            show(f"sweep {cfg.name}: library logs -> {sweep.log}{here}")
         asked = []  # the autoscaler request's `ask` while it stands (cluster.scale.requested)
         callbacks = [
             StorageWatch(sweep.uri, lease=held),  # stops the run should another take the sweep over
@@ -137,8 +163,16 @@ def run_sweep(
                 concurrent=fitting,
             ),
         ]
+        callbacks += trackers(cfg, sweep.uri)  # MLflow, TensorBoard, W&B runs logged from the driver
+        if console is not None and console.verbosity >= NORMAL:
+            from sweeps.search.view import sweep_view
+
+            callbacks.append(
+                sweep_view(cfg, sweep_uri=sweep.uri, concurrent=concurrent, write=show, heartbeat_s=console.heartbeat_s)
+            )
         if tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
             log.warning("resuming sweep %s from %s", cfg.name, sweep.tune)
+            show(f"sweep {cfg.name}: resuming from {sweep.uri}")
             check_trusted(sweep.uri)  # restoring unpickles what is stored there
             if retry_failed:
                 # Tune forgets a failed trial it restarts: the summary keeps how it ended (sweeps.results.collect).
@@ -151,6 +185,7 @@ def run_sweep(
                 concurrent=concurrent,
                 retry_failed=retry_failed,
                 callbacks=callbacks,
+                progress=progress,
             )
         else:
             tuner = new_tuner(
@@ -183,12 +218,21 @@ def run_sweep(
         sweep.write(sweep.summary, summary)
         if interrupted:
             log.warning("sweep %s was interrupted: run the same command again to resume it", cfg.name)
+            show(f"sweep {cfg.name} was interrupted: run the same command again to resume it")
             return summary  # not finished: no refit
         if cfg.final.refit:
             from sweeps.final.refit import refit
+            from sweeps.search.refit_view import RefitProgress, refit_done, refit_started
 
-            # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
-            summary["refit"] = refit(cfg, address=address, worker_logs=progress, data=(examples, encoded))
+            if summary["best"]:
+                n_test = len(folds.test)
+                show(refit_started(summary["best"]["trial_id"], n_train=len(examples) - n_test, n_test=n_test))
+            heartbeat_s = console.heartbeat_s if console is not None and console.verbosity >= NORMAL else 0
+            with RefitProgress(sweep, write=show, every_s=heartbeat_s):
+                # The rows and tokens this run already holds: the refit neither reads nor tokenises the data again.
+                summary["refit"] = refit(cfg, address=address, worker_logs=worker_logs, data=(examples, encoded))
+            show(refit_done(summary["refit"], cfg.metric))
+        end_tracking(callbacks, summary)  # every trial synced once more; the sweep's run gets the report
         return summary
 
 

@@ -89,11 +89,20 @@ def new_tuner(cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: in
 
 
 def restore_tuner(
-    cfg: SweepConfig, trainable, *, fs, tune_path: str, concurrent: int, retry_failed: bool, callbacks: list
+    cfg: SweepConfig,
+    trainable,
+    *,
+    fs,
+    tune_path: str,
+    concurrent: int,
+    retry_failed: bool,
+    callbacks: list,
+    progress: bool = True,
 ):
     """The saved experiment with its finished trials kept and its unfinished ones resumed (same trial, from its
     last checkpoint). `retry_failed`: each failed trial runs again from scratch as a new trial with the same
-    parameters, as Optuna's RetryFailedTrialCallback re-queues one (the failed attempt stays on record)."""
+    parameters, as Optuna's RetryFailedTrialCallback re-queues one (the failed attempt stays on record). `progress`:
+    Tune's own reporter, as new_tuner's."""
     keep_credentials_out_of_trial_actors()
     tuner = tune.Tuner.restore(
         tune_path,
@@ -108,7 +117,7 @@ def restore_tuner(
         raise ClusterError(
             "a sweep cannot be resumed through a Ray Client (ray://) connection",
             field="--address",
-            fix="pass the cluster's GCS address (HOST:6379), or submit the sweep as a job (`zerotune submit`)",
+            fix="pass the cluster's GCS address (HOST:6379), or submit the sweep as a job (`zerotune job submit`)",
         )
     # Tuner.restore offers no way to pass a TuneConfig: the restored one (pickled when the sweep started) is
     # replaced by the same config with this run's search generator, and the run config's callbacks by this run's.
@@ -120,6 +129,7 @@ def restore_tuner(
         max_concurrent_trials=None,  # the limiter is inside ResumedSearch
     )
     internal._run_config.callbacks = callbacks  # the storage watch watches where this run writes
+    internal._run_config.verbose = 1 if progress else 0  # Tune's reporter, unless zerotune's view replaces it
     return tuner
 
 

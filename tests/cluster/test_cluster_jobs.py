@@ -66,7 +66,7 @@ def test_submit_refuses_a_config_outside_the_uploaded_directory(tmp_path, monkey
     project.mkdir()
     monkeypatch.chdir(project)
     # refused before any connection: the address does not even resolve
-    assert main(["submit", str(outside), "--address", "http://no-such-host.invalid:8265"]) == 2
+    assert main(["job", "submit", str(outside), "--address", "http://no-such-host.invalid:8265"]) == 2
     assert "outside the current directory" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""`zerotune submit|logs|status` and `ray job submit` against a real local Ray head with token authentication:
+"""`zerotune job submit|logs|status` and `ray job submit` against a real local Ray head with token authentication:
 the session's private `ray start --head` (tests/token_head.py, fixture conftest.ray_head).
 """
 
@@ -79,6 +79,7 @@ def test_cli_never_prints_the_token(ray_head, project):
     # overrides right after CONFIG: argparse does not intermix positionals after options
     submitted = _cli(
         [
+            "job",
             "submit",
             "sweep.yaml",
             "search.num_trials=1",
@@ -99,13 +100,15 @@ def test_cli_never_prints_the_token(ray_head, project):
     token_file = project / "token"
     token_file.write_text(token + "\n")
     status = _cli(
-        ["status", job["job_id"], "--address", address, "--token-file", str(token_file)], cwd=project, env_extra={}
+        ["job", "status", job["job_id"], "--address", address, "--token-file", str(token_file)],
+        cwd=project,
+        env_extra={},
     )
     assert status.returncode == 0 and job["job_id"] in status.stdout, status.stderr
-    logs = _cli(["logs", job["job_id"], "--address", address], cwd=project, env_extra=with_token)
+    logs = _cli(["job", "logs", job["job_id"], "--address", address], cwd=project, env_extra=with_token)
     assert logs.returncode == 0, logs.stderr
 
-    refused = _cli(["status", job["job_id"], "--address", address], cwd=project, env_extra={})
+    refused = _cli(["job", "status", job["job_id"], "--address", address], cwd=project, env_extra={})
     assert refused.returncode == ClusterError.exit_code
     assert "fix:" in refused.stderr and "RAY_AUTH_TOKEN" in refused.stderr
 
@@ -132,7 +135,7 @@ def test_a_wrong_token_fails_in_seconds_naming_the_fix(ray_head, project):
     token_file.write_text("not-the-token\n")
     started = time.monotonic()
     proc = _cli(
-        ["submit", "sweep.yaml", "--address", ray_head["address"], "--token-file", str(token_file)],
+        ["job", "submit", "sweep.yaml", "--address", ray_head["address"], "--token-file", str(token_file)],
         cwd=project,
         env_extra={},
     )
@@ -169,8 +172,9 @@ def _sweep_config(path: Path, *, model_dir: Path, data: Path, storage: Path, nam
 
 
 def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_head, tiny_sweep):
-    """The session's shared tiny sweep (4 trials, a refit) was submitted with `zerotune submit` (conftest.tiny_sweep).
-    Its job ran with the token in its environment (jobs inherit the head's): it must not reach anything written."""
+    """The session's shared tiny sweep (4 trials, a refit) was submitted with `zerotune job submit`
+    (conftest.tiny_sweep). Its job ran with the token in its environment (jobs inherit the head's): it must not
+    reach anything written."""
     from sweeps.layout import SweepDir
     from sweeps.report.facts import build_report
 
@@ -194,7 +198,7 @@ def test_zerotune_submit_runs_a_sweep_and_the_token_reaches_nothing_written(ray_
 def test_ray_job_submit_runs_zerotune_on_the_cluster(ray_head, tmp_path, tiny_bert_dir, keyword_csv):
     """The plain Ray CLI, as the README shows it: `ray job submit --working-dir . -- python -m sweeps ...`. The job
     validates a sweep on the cluster (data, folds, model config, the cluster's resources); the full sweep path through
-    the same entrypoint is the `zerotune submit` job above. Without the token the submission is refused."""
+    the same entrypoint is the `zerotune job submit` job above. Without the token the submission is refused."""
     address, token = ray_head["address"], ray_head["token"]
     work = tmp_path / "work"
     work.mkdir()

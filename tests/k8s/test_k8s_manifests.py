@@ -600,7 +600,7 @@ def test_the_readme_walks_an_operator_from_an_empty_cluster_to_a_report():
         "kubectl apply -k k8s/overlays/cpu-dev",
         "zerotune cluster wait",
         "kubectl apply -k k8s/samples/cpu-dev",
-        "zerotune logs",
+        "zerotune job logs",
         "zerotune report",
     ]
     positions = [section.find(step) for step in steps]

@@ -2,12 +2,12 @@
 `data.path` both s3:// URIs, on a private token-auth Ray head whose processes get the credentials from their
 environment (as the KubeRay s3-results overlay's Secret gives them), never from a URI.
 
-ONE sweep (tiny BERT, k=2, one epoch, two fixed trials, one worker, ZeRO 0, then a refit), through three runs of
+ONE sweep (tiny BERT, k=2, one fixed trial of 4 epochs, one worker, ZeRO 0, then a refit), through three runs of
 the same command:
 1. `sweep run --address HEAD`, its driver SIGKILLed once the first trial has recorded fold 0;
 2. the same command; once the resumed trial is training, the S3 server stops (an outage; moto keeps the objects):
    the run ends with exit 3 and a storage error naming the fix;
-3. the server back, the same sweep submitted as a Ray job (`zerotune submit`): it resumes and finishes, refit and
+3. the server back, the same sweep submitted as a Ray job (`zerotune job submit`): it resumes and finishes, refit and
    export included.
 Then `sweep status`, `report` and `predict` read it from S3, and every object stored, every line printed and Ray's
 session logs are searched for the secret key.
@@ -31,9 +31,9 @@ from tiny_models import sweep_raw
 
 pytestmark = pytest.mark.integration
 NAME, K = "s3-sweep", 2
-# Only the first point learns, so the best is known. Its 4 epochs per fold keep its workers busy past the driver's
-# kill (Ray ends a dead driver's workers within a second or two, while a 1-epoch fold takes about that).
-POINTS = [{"learning_rate": 3e-3, "batch_size": 4, "epochs": 4}, {"learning_rate": 1e-6, "batch_size": 8, "epochs": 1}]
+# ONE trial: what the test is about is its runs, not a search. Its 4 epochs per fold keep its workers busy past the
+# driver's kill (Ray ends a dead driver's workers within a second or two, while a 1-epoch fold takes about that).
+POINT = {"learning_rate": 3e-3, "batch_size": 4, "epochs": 4}
 
 
 def _objects(s3, prefix: str) -> dict[str, object]:
@@ -75,10 +75,12 @@ def s3_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, s3_server):
     from token_head import token_head
 
     tmp = tmp_path_factory.mktemp("s3-sweep")
-    work = tmp / "job"  # what `zerotune submit` uploads: the sweep file only
+    work = tmp / "job"  # what `zerotune job submit` uploads: the sweep file only
     work.mkdir()
     secret = "zt-secret-" + secrets.token_hex(12)  # moto accepts any key: this one must show up nowhere
-    creds = {**s3_server.env, "AWS_SECRET_ACCESS_KEY": secret}
+    # AWS_MAX_ATTEMPTS (honoured by trainer.storage): the outage is noticed in a second, not after pyarrow's ~6 s of
+    # retries per call, as a deployment that wants a dead store noticed quickly would set it.
+    creds = {**s3_server.env, "AWS_SECRET_ACCESS_KEY": secret, "AWS_MAX_ATTEMPTS": "3"}
     root, data = s3_server.uri("results"), s3_server.uri("data", "keywords.csv")
     with s3_server.filesystem().open_output_stream(data.removeprefix("s3://")) as out:
         out.write(keyword_csv.read_bytes())
@@ -86,8 +88,8 @@ def s3_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, s3_server):
     raw["search"] = {
         **raw["search"],
         "space": {**raw["search"]["space"], "epochs": {"low": 1, "high": 4}},
-        "num_trials": len(POINTS),
-        "initial_points": POINTS,
+        "num_trials": 1,
+        "initial_points": [POINT],
         "scheduler": {"type": "none"},
         "max_concurrent_trials": 1,
     }
@@ -148,6 +150,7 @@ def s3_sweep(tmp_path_factory, tiny_bert_dir, keyword_csv, s3_server):
                     sys.executable,
                     "-m",
                     "sweeps",
+                    "job",
                     "submit",
                     "sweep.yaml",
                     "--address",
@@ -190,7 +193,7 @@ def test_the_sweep_survives_a_driver_kill_and_an_outage_and_finishes_on_s3(s3_sw
     root, stored = s3_sweep["root"], s3_sweep["stored"]
     sweep = f"{root}/{NAME}".removeprefix("s3://")
     summary = json.loads(stored[f"{sweep}/summary.json"])
-    assert summary["states"]["completed"] == len(POINTS) == len(summary["trials"]), summary["states"]
+    assert summary["states"]["completed"] == 1 == len(summary["trials"]), summary["states"]
     assert json.loads(stored[f"{sweep}/data.json"])["n_rows"] == 240  # read from data.path on S3
     assert json.loads(stored[f"{sweep}/config.json"])["data"]["path"] == s3_sweep["data"]
     # The killed trial: fold 0, recorded before the kill, never ran again (its record is the one written then);
@@ -213,7 +216,7 @@ def test_the_sweep_survives_a_driver_kill_and_an_outage_and_finishes_on_s3(s3_sw
     # The refit: latest.json names the run, whose exported model is on S3.
     refit = json.loads(stored[f"{sweep}/refit/latest.json"])["run"]
     assert f"{sweep}/refit/{refit}/model/config.json" in stored and f"{sweep}/refit/{refit}/metrics.json" in stored
-    assert summary["best"]["params"] == POINTS[0]
+    assert summary["best"]["params"] == POINT
 
 
 def test_a_storage_outage_ends_the_run_with_a_storage_error_and_loses_nothing(s3_sweep):
@@ -225,7 +228,13 @@ def test_a_storage_outage_ends_the_run_with_a_storage_error_and_loses_nothing(s3
     assert "run the same command again to resume" in lines[1]
     assert [line for line in lines if line.startswith("error:")] == lines[:1]  # one error: the storage's
     before, after = s3_sweep["before_outage"], s3_sweep["after_outage"]
-    assert {p: after.get(p) for p in before} == before  # everything written before the outage is still whole
+    # Nothing written before the outage is gone, and records (written once) are whole. Checkpoints are left out:
+    # Ray Train deletes all but the latest two as it goes, so one may go between the listing and the stop. (The
+    # run's state files, pending.json and Tune's experiment state, may be replaced, each whole, until then.)
+    kept = [p for p in before if "/checkpoint_" not in p]
+    assert [p for p in kept if p not in after] == []
+    records = {p: before[p] for p in kept if "/records/" in p}
+    assert records and {p: after[p] for p in records} == records
     assert outage["stop_s"] < 180
 
 

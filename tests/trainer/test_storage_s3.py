@@ -109,21 +109,33 @@ def test_a_partly_uploaded_checkpoint_is_passed_over_for_the_one_before(s3, how)
     assert (state.fold, state.epoch) == (1, 0) and state.checkpoint.path == older
 
 
-def test_an_unreachable_store_is_a_storage_error_from_every_call(s3):
-    """What the storage watch and the lease rely on to stop a sweep cleanly (exit 3) when the store goes away."""
+def test_an_unreachable_store_is_a_storage_error_from_every_call(s3, monkeypatch):
+    """What the storage watch and the lease rely on to stop a sweep cleanly (exit 3) when the store goes away.
+    AWS_MAX_ATTEMPTS, the SDKs' standard variable, is honoured: pyarrow's own default spends ~6 s per call."""
     records = s3.uri("records")
     write_json(records + "/fold-0.json", FOLD0.to_json())
     s3.stop()
     try:
-        started = time.monotonic()
-        # (read_json and write_json were StorageErrors already; each call takes ~6 s of the SDK's retries.)
-        for call in (lambda: exists(records + "/fold-0.json"), lambda: list_dir(records)):
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        calls = {
+            "exists": lambda: exists(records + "/fold-0.json"),
+            "list_dir": lambda: list_dir(records),
+            "read_json": lambda: read_json(records + "/fold-0.json"),
+            "write_json": lambda: write_json(records + "/fold-1.json", FOLD0.to_json()),
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
             with pytest.raises(StorageError) as err:
                 call()
-            assert records in err.value.message and err.value.exit_code == 3
-        assert time.monotonic() - started < 30
+            assert records in err.value.message and err.value.exit_code == 3, name
+            assert time.monotonic() - started < 3, name  # 2 quick attempts, not pyarrow's ~6 s default
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "two")
+        with pytest.raises(StorageError) as err:
+            exists(records + "/fold-0.json")
+        assert err.value.field == "AWS_MAX_ATTEMPTS" and "'two'" in err.value.message
     finally:
         s3.start()
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
     assert read_json(records + "/fold-0.json") == FOLD0.to_json()  # the outage lost nothing
 
 

@@ -28,6 +28,8 @@ def _fold(task, fold, rng, *, diverged=None):
                 "prediction": (target + rng.normal(scale=0.5, size=40)).round(3).tolist(),
             },
         }
+    elif task == "classification":
+        metrics = {"eval_loss": 0.6, "f1_macro": float(rng.uniform(0.5, 0.9)), "accuracy": 0.8, **_per_class(fold)}
     else:
         loss = float(rng.uniform(2, 3))
         metrics = {"eval_loss": loss, "perplexity": float(np.exp(loss)), "eval_tokens": 900}
@@ -56,6 +58,29 @@ def _fold(task, fold, rng, *, diverged=None):
         n_val=40,
         diverged=diverged,
     )
+
+
+def _per_class(fold: int) -> dict:
+    """What a classification fold records (trainer.metrics, trainer.evaluate): per-class scores and the fold's worst
+    out-of-fold rows, 12 of them (more than the report shows), the worst with P(true) 0.01 * fold."""
+    worst = [
+        {
+            "row": 100 * fold + i,
+            "text": f"row {100 * fold + i} <i>",
+            "label": "pos",
+            "predicted": "neg",
+            "confidence": 0.9,
+            "true_prob": round(0.01 * fold + 0.05 * i, 4),
+        }
+        for i in range(12)
+    ]
+    return {
+        "per_class": {
+            "neg": {"precision": 0.5 + 0.1 * fold, "recall": 0.6, "f1": 0.4 + 0.1 * fold, "support": 10},
+            "pos": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 30},
+        },
+        "worst_rows": worst,
+    }
 
 
 def make_storage(root: Path, *, task: str, trials: list[dict], test: list[int] = (), **over) -> Path:
@@ -313,3 +338,90 @@ def test_sample_generations_of_the_best_trial_are_shown_and_validate(tmp_path):
     assert "## Best trial: sample generations" in md and f"| 0 | 1 | {prompt} | a \\| b | " + "x" * 159 + "… |" in md
     assert "q0 &lt;b&gt;</td>" in Path(out["files"]["html"]).read_text()
     assert "rouge_l" in out["facts"]["best"]["metrics"]  # and the scores sit with the other metrics
+
+
+CLS_TRIALS = [
+    {"params": {"learning_rate": 1e-4, "batch_size": 8}, "folds": 3},
+    {"params": {"learning_rate": 3e-3, "batch_size": 16}, "folds": 3},
+    {"params": {"learning_rate": 5e-5, "batch_size": 16}, "folds": 3},
+]
+
+
+def _store_study(uri: Path, trials: list[dict], scores: list[float]) -> None:
+    """The Optuna study a sweep's searcher leaves (sweeps.search.study): a SQLite file named by sweeps.layout."""
+    import optuna
+
+    from sweeps.layout import SweepDir
+
+    cfg = load_config(raw=json.loads((uri / "config.json").read_text()))
+    study = optuna.create_study(
+        storage=f"sqlite:///{SweepDir(str(uri)).study}", study_name=cfg.name, direction="maximize"
+    )
+    dists = {
+        "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+        "batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
+    }
+    for t, score in zip(trials, scores, strict=True):
+        study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=dists, value=score))
+
+
+def test_classification_report_shows_per_class_scores_worst_rows_and_parameter_plots(tmp_path):
+    import jsonschema
+
+    from sweeps.report.facts import WORST_SHOWN, build_report
+
+    uri = make_storage(tmp_path / "store", task="classification", trials=CLS_TRIALS)
+    _store_study(uri, CLS_TRIALS, [0.7, 0.6, 0.8])
+    out = build_report(str(uri), formats=("html", "md", "json"), out_dir=str(tmp_path / "out"))
+    best = out["facts"]["best"]
+    neg = next(r for r in best["per_class"] if r["label"] == "neg")
+    assert neg["f1"] == pytest.approx(0.5) and neg["precision"] == pytest.approx(0.6) and neg["support"] == 30
+    assert neg["f1_std"] == pytest.approx(np.std([0.4, 0.5, 0.6]))
+    worst = best["worst_rows"]
+    assert len(worst) == WORST_SHOWN  # bounded, over all folds
+    assert [(w["fold"], w["row"]) for w in worst[:3]] == [(0, 0), (1, 100), (2, 200)]  # lowest P(true) first
+    assert [w["true_prob"] for w in worst] == sorted(w["true_prob"] for w in worst)
+    assert {"param_slice", "param_parallel"} <= set(out["plots"]), out["facts"]["notes"]
+    for name in ("param_slice", "param_parallel"):
+        assert Path(out["plots"][name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    jsonschema.validate(json.loads(Path(out["files"]["json"]).read_text()), _schema())
+    md = Path(out["files"]["md"]).read_text()
+    assert "## Best trial: per class" in md and "| neg | 0.6 | 0.6 | 0.5 | 0.08165 | 30 |" in md
+    assert (
+        "## Best trial: worst-predicted validation rows" in md and "| 0 | 0 | row 0 <i> | pos | neg | 0.9 | 0 |" in md
+    )
+    html = Path(out["files"]["html"]).read_text()
+    assert "row 0 &lt;i&gt;</td>" in html and html.count("data:image/png;base64,") == len(out["plots"])
+
+
+def test_without_a_stored_study_the_report_says_so_instead_of_parameter_plots(tmp_path):
+    from sweeps.report.facts import build_report
+
+    uri = make_storage(tmp_path / "store", task="classification", trials=CLS_TRIALS[:2])
+    out = build_report(str(uri), formats=("json",), out_dir=str(tmp_path / "out"))
+    assert not {"param_slice", "param_parallel"} & set(out["plots"])
+    assert any("no Optuna study stored" in n for n in out["facts"]["notes"])
+    assert not (uri / "study.db").exists()  # reading did not create one
+
+
+def test_both_baselines_show_in_the_report_and_validate(tmp_path):
+    import jsonschema
+
+    from sweeps.layout import SweepDir
+    from sweeps.report.facts import build_report
+
+    uri = make_storage(tmp_path / "store", task="classification", trials=CLS_TRIALS[:2])
+    sweep = SweepDir(str(uri))
+    fold = {"f1_macro": 0.2, "accuracy": 0.6}
+    data = {
+        **sweep.read(sweep.data),
+        "baseline": {"name": "majority class", **fold, "per_fold": [fold] * 3},
+        "tfidf_baseline": {"name": "TF-IDF + logistic regression", "f1_macro": 0.55, "accuracy": 0.7, "per_fold": []},
+    }
+    sweep.write(sweep.data, data)
+    out = build_report(str(uri), formats=("md", "json"), out_dir=str(tmp_path / "out"))
+    assert out["facts"]["tfidf_baseline"]["f1_macro"] == 0.55
+    jsonschema.validate(out["facts"], _schema())
+    md = Path(out["files"]["md"]).read_text()
+    assert "| baseline | majority class on the same folds: f1_macro 0.2 |" in md
+    assert "| baseline | TF-IDF + logistic regression on the same folds: f1_macro 0.55 |" in md

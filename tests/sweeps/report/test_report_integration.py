@@ -111,7 +111,7 @@ def test_html_opens_in_headless_chromium_without_missing_images(report, tmp_path
     html_path = Path(report["files"]["html"])
     parser = _Images()
     parser.feed(html_path.read_text())
-    assert len(parser.srcs) == len(report["plots"]) >= 7
+    assert len(parser.srcs) == len(report["plots"]) >= 9
     for src in parser.srcs:
         assert src and src.startswith("data:image/png;base64,")
         Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))).verify()
@@ -223,3 +223,39 @@ def test_cli_report_json_and_predict_with_the_refit_model(sweep, tmp_path):
     out = pd.read_csv(tmp_path / "pred.csv")
     assert len(out) == 200 and out["label"].isin(["negative", "neutral", "positive"]).all()
     assert "rows/s" in proc.stdout
+
+
+def test_per_class_scores_worst_out_of_fold_rows_baselines_and_parameter_plots(sweep, report):
+    """Issue 19's report sections, from the real sweep: what the workers recorded per fold (per-class scores, each
+    fold's worst out-of-fold rows with their texts), the driver's TF-IDF baseline, and the stored study's plots."""
+    from sweeps.preflight.data import load_examples
+
+    cfg, summary, root, job = sweep
+    facts = report["facts"]
+    tfidf, majority = facts["tfidf_baseline"], facts["baseline"]
+    assert tfidf["name"] == "TF-IDF + logistic regression" and len(tfidf["per_fold"]) == 3
+    assert tfidf["f1_macro"] > majority["f1_macro"] + 0.2  # the keyword task is a bag-of-words task
+    assert f"baseline (TF-IDF + logistic regression, same folds): f1_macro {tfidf['f1_macro']:.4f}" in job["logs"]
+
+    best, folds = facts["best"], json.loads((root / "folds.json").read_text())
+    labels = facts["data"]["label_names"]
+    assert [r["label"] for r in best["per_class"]] == labels
+    assert sum(r["support"] for r in best["per_class"]) == sum(len(f["val"]) for f in folds["folds"])
+    assert all(0 <= r["f1"] <= 1 for r in best["per_class"])
+
+    worst = best["worst_rows"]
+    texts = load_examples(cfg, min_per_class=2).texts
+    assert 0 < len(worst) <= 10
+    for row in worst:  # out of fold: the fold that scored the row held it out, and its text is the data's
+        assert row["row"] in folds["folds"][row["fold"]]["val"]
+        assert row["text"] == texts[row["row"]] and row["label"] in labels and row["predicted"] in labels
+    order = [(r["predicted"] == r["label"], r["true_prob"]) for r in worst]
+    assert order == sorted(order)  # misclassified rows first, then the least probable true class
+
+    assert {"param_slice", "param_parallel"} <= set(report["plots"]), facts["notes"]
+    md, html = Path(report["files"]["md"]).read_text(), Path(report["files"]["html"]).read_text()
+    for heading in ("Best trial: per class", "Best trial: worst-predicted validation rows"):
+        assert f"## {heading}" in md and f"<h2>{heading}</h2>" in html
+    assert "TF-IDF + logistic regression on the same folds" in md
+    document = json.loads(Path(report["files"]["json"]).read_text())
+    assert document["best"]["worst_rows"] == worst and document["tfidf_baseline"] == tfidf
