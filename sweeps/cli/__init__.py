@@ -61,6 +61,12 @@ def verbosity_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )  # fmt: skip
 
 
+def shows_worker_logs(args) -> bool:
+    """Whether a command that starts Ray workers forwards their output here: not under -q, nor with --format json
+    (stdout is for the data)."""
+    return getattr(args, "format", None) != "json" and getattr(args, "verbosity", 0) >= 0
+
+
 def _parsers(parser: argparse.ArgumentParser):
     """`parser` and every subcommand's parser under it, once each (an alias names the same parser)."""
     seen = [parser]
@@ -135,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     honour_no_color()
+    from sweeps.console import apply_verbosity
+
+    apply_verbosity(getattr(args, "verbosity", 0))
     try:
         result = args.func(args)
     except ZerotuneError as exc:

@@ -120,12 +120,12 @@ def _report(args) -> int:
 
 
 def _refit(args) -> int:
-    from sweeps.cli import data_stdout
+    from sweeps.cli import data_stdout, shows_worker_logs
     from sweeps.final.refit import refit
     from trainer.metrics import scalar_metrics
 
     with data_stdout(args.format):
-        summary = refit(args.sweep, storage=args.storage, address=args.address, worker_logs=args.format != "json")
+        summary = refit(args.sweep, storage=args.storage, address=args.address, worker_logs=shows_worker_logs(args))
     if args.format == "json":
         print(json.dumps(summary, indent=2, default=str))
         return 0

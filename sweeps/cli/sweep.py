@@ -138,9 +138,12 @@ def _status(args) -> int:
         return 0
 
     def show(status: dict) -> None:
-        if args.format == "table" and sys.stdout.isatty():
+        if args.format == "json":  # JSON Lines: one document per change, each parseable on its own
+            print(json.dumps(status, default=str), flush=True)
+            return
+        if sys.stdout.isatty():
             print("\033[H\033[2J", end="")  # redraw in place on a terminal; a pipe gets one table after another
-        emit(status, fmt=args.format, table=lambda s: f"{sweep_table(s)}\n")
+        print(f"{sweep_table(status)}\n", flush=True)
 
     try:
         watch_status(args.sweep, storage=args.storage, interval_s=args.interval, show=show)

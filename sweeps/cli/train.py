@@ -25,13 +25,13 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from sweeps.cli import data_stdout, emit
+    from sweeps.cli import data_stdout, emit, shows_worker_logs
     from sweeps.cli.tables import fit_table
     from sweeps.config import load_config
     from sweeps.final.train import run_fit
 
     cfg = load_config(args.config, args.overrides)
     with data_stdout(args.format):
-        summary = run_fit(cfg, address=args.address, export=not args.no_export, worker_logs=args.format != "json")
+        summary = run_fit(cfg, address=args.address, export=not args.no_export, worker_logs=shows_worker_logs(args))
     emit(summary, fmt=args.format, table=fit_table)
     return 0

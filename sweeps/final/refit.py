@@ -79,10 +79,10 @@ def _refit(
     tested = ", ".join(f"{k}={v:.4g}" for k, v in test.items())
     config = config_json(spec.train, spec.deepspeed, spec.model)
     env = write_fit_record(run, kind="refit", config=config, model_uri=spec.export_uri)
-    cv = {"metric": cfg.metric, "mean": best["mean"], "std": best["std"], "k": cfg.folds.k}
+    cv = {"metric": cfg.metric, "mean": best["mean"], "std": best["std"], "fold_scores": best["fold_scores"]}
     write_model_card(
         dataclasses.replace(spec, card={**spec.card, "test metrics": tested}), encoded,
-        results={"cv": cv, "test": test}, environment=env,
+        results={"cv": {**cv, "k": cfg.folds.k}, "test": test}, environment=env,
     )  # fmt: skip
     summary = {
         "trial_id": best["trial_id"],
@@ -92,7 +92,7 @@ def _refit(
         "n_test": int(len(test_rows)),
         "metrics": record.metrics,
         "history": record.history,
-        "cv": {"metric": cfg.metric, "mean": best["mean"], "std": best["std"], "fold_scores": best["fold_scores"]},
+        "cv": cv,
         "model_dir": spec.export_uri,
         "probe_rows": int(min(len(test_rows), PROBE_LIMIT)),
         "wall_s": round(time.time() - started, 1),

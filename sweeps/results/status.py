@@ -47,8 +47,9 @@ def sweep_status(sweep: str, *, storage: str) -> dict:
 
 
 def watch_status(sweep: str, *, storage: str, interval_s: float, show: Callable[[dict], None]) -> dict:
-    """`show` the sweep's status now, and again each time it changes (read every `interval_s`), until it has a
-    summary and no run writes it any more (sweeps.lease: no live claim). Returns the last status."""
+    """`show` the sweep's status now, and again each time it changes (read every `interval_s`), until no run writes
+    it any more (sweeps.lease: no live claim; a killed run's claim goes stale after storage.lease_timeout_s).
+    Returns the last status."""
     found = SweepDir(locate_sweep(sweep, storage=storage))
     timeout_s = saved_config(found).storage.lease_timeout_s
     shown = None
@@ -58,7 +59,7 @@ def watch_status(sweep: str, *, storage: str, interval_s: float, show: Callable[
         if seen != shown:
             show(status)
             shown = seen
-        if found.read(found.summary) is not None and not being_written(found, timeout_s=timeout_s, now=time.time()):
+        if not being_written(found, timeout_s=timeout_s, now=time.time()):
             return status
         time.sleep(interval_s)
 

@@ -11,6 +11,8 @@ from sweeps.search.folds import Folds
 TFIDF = {"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1}
 LOGISTIC = {"C": 4.0, "class_weight": "balanced", "max_iter": 2000}
 RIDGE = {"alpha": 1.0}
+# Above this many rows the bag-of-words fits would take minutes of the driver's time before the first trial: skipped.
+TFIDF_MAX_ROWS = 200_000
 
 
 def baseline(task: str, examples, folds: Folds) -> dict | None:
@@ -30,8 +32,14 @@ def baseline(task: str, examples, folds: Folds) -> dict | None:
 
 def tfidf_baseline(task: str, examples, folds: Folds) -> dict | None:
     """TF-IDF word uni+bigrams into logistic regression (classification, class-balanced) or ridge (regression),
-    fitted on each fold's training rows and scored on its validation rows; None for causal-lm."""
+    fitted on each fold's training rows and scored on its validation rows; None for causal-lm, and None (with a
+    warning: the sweep goes on) where it cannot be fitted or the data is too large for the driver to fit it quickly."""
+    import logging
+
     if examples.labels is None:
+        return None
+    if len(examples) > TFIDF_MAX_ROWS:
+        logging.getLogger(__name__).warning("TF-IDF baseline skipped: over %d rows", TFIDF_MAX_ROWS)
         return None
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -39,14 +47,21 @@ def tfidf_baseline(task: str, examples, folds: Folds) -> dict | None:
     texts = _texts(examples)
 
     def predict(train_rows, val_rows):
+        y_train = examples.labels[train_rows]
+        if task == "classification" and len(np.unique(y_train)) == 1:  # a fold with one class (group folds)
+            return np.full(len(val_rows), y_train[0])
         vec = TfidfVectorizer(**TFIDF)
         x_train = vec.fit_transform([texts[i] for i in train_rows])
         x_val = vec.transform([texts[i] for i in val_rows])
         model = LogisticRegression(**LOGISTIC) if task == "classification" else Ridge(**RIDGE)
-        return model.fit(x_train, examples.labels[train_rows]).predict(x_val)
+        return model.fit(x_train, y_train).predict(x_val)
 
     name = "TF-IDF + logistic regression" if task == "classification" else "TF-IDF + ridge regression"
-    return _scored(name, task, examples, folds, predict)
+    try:
+        return _scored(name, task, examples, folds, predict)
+    except ValueError as exc:  # e.g. no word in any text (emoji only): no bag of words to fit
+        logging.getLogger(__name__).warning("TF-IDF baseline skipped: %s", exc)
+        return None
 
 
 def _texts(examples) -> list[str]:

@@ -23,6 +23,10 @@ class MlflowRuns:
         # MLflow prints two "View run ... at" lines to stdout for every run it ends: in this driver process, whose
         # console is the sweep's own view, dozens of them per sweep. Its own switch turns them off.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # Calls run inside Tune's loop: MLflow's default (7 retries with backoff, 120 s timeouts) would hold the sweep
+        # for minutes on a dead server before the backend is turned off. A user's own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)

@@ -68,8 +68,8 @@ def tracking_problems(tracking: TrackingConfig) -> list[tuple[str, str, str]]:
         problems.append(("tracking.mlflow.uri", "the URI carries credentials (user:secret@)", fix))
     if tracking.mlflow.uri and not installed("mlflow"):
         problems.append(("tracking.mlflow.uri", "MLflow tracking needs the mlflow client, not installed", INSTALL))
-    if tracking.tensorboard and not (installed("tensorboardX") or installed("tensorboard")):
-        problems.append(("tracking.tensorboard", "TensorBoard needs tensorboardX or tensorboard", INSTALL))
+    if tracking.tensorboard and not installed("tensorboardX"):  # the writer (sweeps.tracking.tensorboard_runs)
+        problems.append(("tracking.tensorboard", "TensorBoard event files are written with tensorboardX", INSTALL))
     if tracking.wandb.project and not installed("wandb"):
         problems.append(
             ("tracking.wandb.project", "W&B tracking needs the wandb package, not installed", "pip install wandb")

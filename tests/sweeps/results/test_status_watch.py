@@ -64,3 +64,16 @@ def test_watch_of_an_ended_sweep_prints_it_once_and_exits_zero(tmp_path, capsys)
     assert main(["sweep", "status", sweep.uri, "--watch", "--interval", "0.05"]) == 0
     out = capsys.readouterr().out
     assert out.count("sweep s:") == 1 and "t1" in out
+
+
+def test_watch_of_a_sweep_no_run_holds_ends_even_without_a_summary_and_json_is_one_document_per_line(tmp_path, capsys):
+    """A run killed before its first summary leaves no live claim: the watch shows what is there and ends."""
+    import json
+
+    from sweeps.cli import main
+
+    sweep = _sweep(tmp_path)
+    _fold(sweep, 0)
+    assert main(["sweep", "status", sweep.uri, "--watch", "--interval", "0.05", "--format", "json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["trials"][0]["folds_done"] == 1

@@ -50,3 +50,12 @@ def test_there_is_no_baseline_for_causal_lm():
     examples = Examples(texts=["a b", "c d", "e f"])
     folds = _folds(examples, "causal-lm")
     assert tfidf_baseline("causal-lm", examples, folds) is None and baseline("causal-lm", examples, folds) is None
+
+
+def test_a_bag_of_words_that_cannot_be_fitted_is_skipped_not_fatal(caplog):
+    """Texts without a word (emoji only) give TF-IDF no vocabulary: the sweep goes on without that baseline."""
+    examples = Examples(texts=["🙂 🙂", "🙁", "🙂"] * 10, labels=np.arange(30) % 2, label_names=["a", "b"])
+    folds = _folds(examples, "classification")
+    assert tfidf_baseline("classification", examples, folds) is None
+    assert "TF-IDF baseline skipped" in caplog.text
+    assert baseline("classification", examples, folds)["name"] == "majority class"

@@ -1,4 +1,4 @@
-"""The console of a sweep through a pipe (`zerotune submit`: Ray's job log is the driver's stdout and stderr): only
+"""The console of a sweep through a pipe (`zerotune job submit`: Ray's job log is the driver's stdout and stderr): only
 the view's lines (sweeps.search.view.LINE_PATTERNS), each epoch once, then the final summary."""
 
 import re
