@@ -6,9 +6,9 @@ print calls, C++ logging (Ray's core worker) and the workers' forwarded output (
 descriptors catch all of them. While a `RunConsole` is open, descriptors 1 and 2 write to the log file (`-v`: to
 the terminal as well), and the view's lines go to a copy of the original stdout.
 
-The log starts as a local temporary file, because nothing may be written under a sweep before its checks pass;
-`attach` moves it under the sweep (sweeps.layout: SweepDir.log) once the run writes there. On object storage it
-stays local while the run lasts and is uploaded when the console closes.
+The log is a local temporary file while the run lasts: nothing may be written under a sweep before its checks pass,
+and a file held open on the storage would keep its volume from being remounted or unmounted. `attach` names the
+sweep's log (sweeps.layout: SweepDir.log), to which the run's log is added when the console closes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import threading
 from typing import TextIO
 
-from trainer.storage import local_path, write_bytes
+from trainer.storage import exists, read_bytes, write_bytes
 from zerotune.errors import StorageError, ZerotuneError
 
 QUIET, NORMAL, VERBOSE = -1, 0, 1
@@ -75,24 +75,10 @@ class RunConsole:
                     self.stream.buffer.flush()
 
     def attach(self, uri: str) -> None:
-        """From now on the log is the sweep's (`uri`): appended to where the storage is local, uploaded at the end
-        where it is not."""
+        """From now on the log is the sweep's (`uri`): it stays on this machine while the run lasts and is added to the
+        sweep's log when the run ends. A file held open on the storage would keep a volume from being remounted or
+        unmounted (and an object store has no appends)."""
         self.uri = uri
-        local = local_path(uri)
-        if local is None or self.path is None:
-            return
-        _flush()
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        moved = open(local, "ab", buffering=0)
-        with self._lock, open(self.path, "rb") as so_far:
-            moved.write(so_far.read())
-            old, self._log = self._log, moved
-            if self._tee is None:
-                os.dup2(moved.fileno(), 1)
-                os.dup2(moved.fileno(), 2)
-            old.close()
-        os.unlink(self.path)
-        self.path = local
 
     def __exit__(self, kind, exc, tb) -> None:
         _flush()
@@ -111,16 +97,18 @@ class RunConsole:
         self._log.close()
         self.stream.close()
         self.stream = None
-        if self.uri is not None and local_path(self.uri) is None:
+        if self.uri is not None:
             self._upload()
-        elif self.uri is None:
+        else:
             self._unattached(kind)
 
     def _upload(self) -> None:
-        """The log to object storage; where that fails (the outage that may have ended the run), it stays here."""
+        """The log after the sweep's earlier runs' logs; where that fails (the outage that may have ended the run), it
+        stays here."""
         try:
+            earlier = read_bytes(self.uri) if exists(self.uri) else b""
             with open(self.path, "rb") as f:
-                write_bytes(self.uri, f.read())
+                write_bytes(self.uri, earlier + f.read())
         except (StorageError, OSError) as exc:
             print(f"library logs of this run: {self.path} ({getattr(exc, 'message', exc)})", file=sys.stderr)
             return

@@ -117,7 +117,7 @@ def test_sample_entrypoint_waits_for_its_config_and_resumes_when_submitted_again
     # delete-and-apply: a new RayJob, a new Ray job, the same entrypoint
     client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id="zerotune-sweep-second")
     second = finish("zerotune-sweep-second")
-    assert "resuming sweep sample-resume" in second
+    assert "sweep sample-resume: resuming from" in second  # the console view's line (sweeps.search.view)
     assert {r: r.stat().st_mtime for r in sorted(root.glob("trials/*/records/fold-*.json"))} == mtimes
     summary = json.loads((root / "summary.json").read_text())
     assert summary["states"]["completed"] == 1 and summary["fold_fits"] == 2
