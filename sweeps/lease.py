@@ -104,6 +104,7 @@ class Lease:
 
     def __init__(self, sweep: SweepDir, claim: Claim | None, *, heartbeat_s: float):
         self.sweep, self.claim, self.lost = sweep, claim, False
+        self.takeovers: list[str] = []  # one line per stale run this one took the sweep over from
         self.path = None if claim is None else sweep.lease_claim(claim.started, claim.owner)
         self._stop = threading.Event()
         self._thread = None
@@ -165,15 +166,19 @@ def take(uri: str, *, timeout_s: float, heartbeat_s: float = HEARTBEAT_S, settle
     stale = {p: c for p, c in claims.items() if p not in live}
     me = replace(me, heartbeat=now, held=True, took_over=tuple(c.owner for c in stale.values()))
     write_json(path, asdict(me))
+    took = []
     for old_path, old in stale.items():
         why = (
             "its process is gone from this host, so it is taken over at once"
             if old.gone()
             else (f"no heartbeat for over {timeout_s:.0f} s (storage.lease_timeout_s)")
         )
-        log.warning("taking over the sweep %s from the run on %s: %s", uri, old.describe(now), why)
+        took.append(f"taking over the sweep {uri} from the run on {old.describe(now)}: {why}")
+        log.warning("%s", took[-1])
         _delete(old_path, why="takeover")
-    return Lease(sweep, me, heartbeat_s=heartbeat_s)
+    lease = Lease(sweep, me, heartbeat_s=heartbeat_s)
+    lease.takeovers = took  # what the run's console shows (sweeps.search.view)
+    return lease
 
 
 @contextmanager

@@ -39,6 +39,7 @@ _TAIL = rf"  elapsed (?:{_CLOCK})(?:  ETA ~(?:{_CLOCK}))?"
 LINE_PATTERNS = {
     "start": re.compile(r"sweep \S+: \d+ rows, \d+ folds \(\w+\), \d+ trials, \d+ at once -> \S+"),
     "resume": re.compile(r"sweep \S+: resuming from \S+"),
+    "takeover": re.compile(r"sweep \S+: taking over the sweep \S+ from the run on .+"),
     "changes": re.compile(r"sweep \S+: resumes with changes: .+"),
     "log": re.compile(r"sweep \S+: library logs -> \S+( \(-v shows them here\))?"),
     "epoch": re.compile(
