@@ -36,19 +36,7 @@ def test_generation_runs_on_validation_rows_and_not_on_the_early_stopping_holdou
         metric="eval_loss",
         mode="min",
     )
-    w = Worker(
-        fit=0,
-        spec=spec,
-        encoded=tokenize(examples, tokenizer, "causal-lm", 32),
-        folds=[],
-        rank=0,
-        world=1,
-        device=torch.device("cpu"),
-        bf16=False,
-        records=None,
-        hook=None,
-        rss_start_mb=0.0,
-    )
+    w = _rank0(spec, tokenize(examples, tokenizer, "causal-lm", 32))
     engine = _Engine(AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir))
     rows = np.arange(2)
     scored = evaluate(w, engine, rows)
@@ -110,22 +98,18 @@ def test_a_classification_fold_records_its_worst_out_of_fold_rows(tiny_bert_dir)
         metric="f1_macro",
         mode="max",
     )
-    w = Worker(
-        fit=0,
-        spec=spec,
-        encoded=tokenize(examples, tokenizer, "classification", 16),
-        folds=[],
-        rank=0,
-        world=1,
-        device=torch.device("cpu"),
-        bf16=False,
-        records=None,
-        hook=None,
-        rss_start_mb=0.0,
-    )
+    w = _rank0(spec, tokenize(examples, tokenizer, "classification", 16))
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
     scored = evaluate(w, _Engine(model), np.array([1, 2, 5]))
     worst = scored["worst_rows"]
     assert sorted(r["row"] for r in worst) == [1, 2, 5]
     assert {r["row"]: (r["text"], r["label"]) for r in worst}[2] == ("row 2 says no", "no")
     assert all(r["predicted"] in ("no", "yes") and 0.5 <= r["confidence"] <= 1 for r in worst)
+
+
+def _rank0(spec, encoded) -> Worker:
+    """The only rank of a one-process world on the CPU, with nothing recorded."""
+    return Worker(
+        fit=0, spec=spec, encoded=encoded, folds=[], rank=0, world=1, device=torch.device("cpu"),
+        bf16=False, records=None, hook=None, rss_start_mb=0.0,
+    )  # fmt: skip
