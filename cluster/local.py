@@ -8,6 +8,7 @@ import os
 from zerotune.errors import ClusterError
 
 log = logging.getLogger(__name__)
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train V2's switch (ray.train.v2 constants)
 
 
 def connect(
@@ -36,9 +37,7 @@ def connect(
                 address="local",
                 num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
                 dashboard_port=port,
-                # Ray Train's placement-group cleaner finds "its" cluster by auto-detection, which fails
-                # when a second Ray runs on this machine; naming the API server keeps cleanup working.
-                runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                runtime_env={"env_vars": _local_env(port)},
                 **kwargs,
             )
     except ConnectionError as exc:
@@ -80,6 +79,19 @@ def probe(address: str, *, timeout_s: float = 3.0) -> None:
                 "and that it is running"
             ),
         ) from None
+
+
+def _local_env(dashboard_port: int) -> dict[str, str]:
+    """Environment of the embedded Ray's workers (Ray Train's controllers among them)."""
+    return {
+        # Ray Train's placement-group cleaner finds "its" cluster by auto-detection, which fails when a second Ray
+        # runs on this machine; naming the API server keeps cleanup working.
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}",
+        # Ray Train's preemption watcher (an actor per fit, polling for drained nodes) has nothing to watch on one
+        # machine that no autoscaler drains; its process start is ~3.5 s of every trial here (benchmarks/RESULTS.md,
+        # trial overhead). Clusters keep it; a user's own setting wins.
+        PREEMPTION_WATCHER: os.environ.get(PREEMPTION_WATCHER, "0"),
+    }
 
 
 def _free_port() -> int:

@@ -51,7 +51,7 @@ from trainer.metrics import HOLDOUT, scalar_metrics
 from trainer.outcome import is_oom
 from trainer.progress import EpochResult, FoldEngine, FoldProgress, TrainedEpoch, fit_rows
 from trainer.records import Diverged, FoldRecord, OomRecord, StartMarker
-from trainer.worker import Timings, Worker, all_reduce_mean, barrier, setup
+from trainer.worker import Timings, Worker, all_reduce_mean, barrier, import_deepspeed, setup
 
 log = logging.getLogger("zerotune.trainer")
 
@@ -209,7 +209,7 @@ def _ds_config(w: Worker, micro_batches: int) -> dict:
 
 def _engine(w: Worker, model, ds_config: dict):
     """The DeepSpeed engine over `model`'s trainable parameters."""
-    import deepspeed
+    deepspeed = import_deepspeed()
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)

@@ -150,9 +150,25 @@ def skip_cpu_inference_kernel() -> None:
     all-reduces go through torch.distributed (gloo). The build needs a C++ toolchain and delays the first
     fit of every fresh virtualenv. Marking the op incompatible is DeepSpeed's own "skip" path.
     """
-    import deepspeed.ops
-
+    deepspeed = import_deepspeed()
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def import_deepspeed():
+    """`import deepspeed`, without the MLflow that DeepSpeed's autotuner imports whenever it is installed (to log
+    autotuning runs, which a fit never starts): that import is ~3 s of every worker's start where the `tracking`
+    extra is installed (benchmarks/RESULTS.md, trial overhead). mlflow imports as usual afterwards."""
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None  # `import mlflow` raises ImportError meanwhile, which DeepSpeed catches
+    try:
+        import deepspeed
+    finally:
+        if "mlflow" in sys.modules and sys.modules["mlflow"] is None:
+            del sys.modules["mlflow"]
+    return deepspeed
 
 
 def rss_mb() -> float:

@@ -219,3 +219,13 @@ def test_path_trains_and_its_export_predicts_what_the_engine_did(fits, extension
             assert logits.logits[0].argmax(-1).tolist() == expected[: len(row)]
         else:
             np.testing.assert_allclose(logits.logits[0].numpy(), expected, atol=1e-4)
+
+
+def test_the_embedded_ray_started_no_preemption_watcher(fits):
+    """cluster.local turns Ray Train's preemption watcher off on one machine (an actor process per fit, with nothing
+    to watch): none was started for these fits, nor any other of this Ray."""
+    from ray.util.state import list_actors
+
+    watchers = list_actors(filters=[("class_name", "=", "PreemptionWatcher")], raise_on_missing_output=False)
+    controllers = list_actors(filters=[("class_name", "=", "TrainController")], raise_on_missing_output=False)
+    assert controllers and not watchers, (len(controllers), watchers)
