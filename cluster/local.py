@@ -88,8 +88,8 @@ def _local_env(dashboard_port: int) -> dict[str, str]:
         # runs on this machine; naming the API server keeps cleanup working.
         "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}",
         # Ray Train's preemption watcher (an actor per fit, polling for drained nodes) has nothing to watch on one
-        # machine that no autoscaler drains; its process start is ~3.5 s of every trial here (benchmarks/RESULTS.md,
-        # trial overhead). Clusters keep it; a user's own setting wins.
+        # machine that no autoscaler drains, and its process start costs every fit seconds of CPU here
+        # (benchmarks/RESULTS.md, section 2a). Clusters keep it; a user's own setting wins.
         PREEMPTION_WATCHER: os.environ.get(PREEMPTION_WATCHER, "0"),
     }
 

@@ -156,8 +156,8 @@ def skip_cpu_inference_kernel() -> None:
 
 def import_deepspeed():
     """`import deepspeed`, without the MLflow that DeepSpeed's autotuner imports whenever it is installed (to log
-    autotuning runs, which a fit never starts): that import is ~3 s of every worker's start where the `tracking`
-    extra is installed (benchmarks/RESULTS.md, trial overhead). mlflow imports as usual afterwards."""
+    autotuning runs, which a fit never starts): that import is 2-7 s of every worker's start here where the
+    `tracking` extra is installed (benchmarks/RESULTS.md, section 2a). mlflow imports as usual afterwards."""
     if "deepspeed" in sys.modules or "mlflow" in sys.modules:
         import deepspeed
 
