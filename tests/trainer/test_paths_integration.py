@@ -224,8 +224,11 @@ def test_path_trains_and_its_export_predicts_what_the_engine_did(fits, extension
 def test_the_embedded_ray_started_no_preemption_watcher(fits):
     """cluster.local turns Ray Train's preemption watcher off on one machine (an actor process per fit, with nothing
     to watch): none was started for these fits, nor any other of this Ray."""
+    import ray
     from ray.util.state import list_actors
 
-    watchers = list_actors(filters=[("class_name", "=", "PreemptionWatcher")], raise_on_missing_output=False)
-    controllers = list_actors(filters=[("class_name", "=", "TrainController")], raise_on_missing_output=False)
+    # This Ray's own address: with other Rays of the session on this machine, auto-detection finds none.
+    where = {"address": ray.get_runtime_context().gcs_address, "raise_on_missing_output": False}
+    watchers = list_actors(filters=[("class_name", "=", "PreemptionWatcher")], **where)
+    controllers = list_actors(filters=[("class_name", "=", "TrainController")], **where)
     assert controllers and not watchers, (len(controllers), watchers)
