@@ -102,9 +102,9 @@ class Lease:
     `lost` turns true when another runner took the sweep over (it judged this one stale: the driver was frozen or
     cut off from the storage for longer than the timeout). A nested hold (`claim` None) owns nothing."""
 
-    def __init__(self, sweep: SweepDir, claim: Claim | None, *, heartbeat_s: float):
+    def __init__(self, sweep: SweepDir, claim: Claim | None, *, heartbeat_s: float, takeovers: tuple[str, ...] = ()):
         self.sweep, self.claim, self.lost = sweep, claim, False
-        self.takeovers: list[str] = []  # one line per stale run this one took the sweep over from
+        self.takeovers = takeovers  # one line per stale run this one took the sweep over from (the run's console)
         self.path = None if claim is None else sweep.lease_claim(claim.started, claim.owner)
         self._stop = threading.Event()
         self._thread = None
@@ -176,9 +176,7 @@ def take(uri: str, *, timeout_s: float, heartbeat_s: float = HEARTBEAT_S, settle
         took.append(f"taking over the sweep {uri} from the run on {old.describe(now)}: {why}")
         log.warning("%s", took[-1])
         _delete(old_path, why="takeover")
-    lease = Lease(sweep, me, heartbeat_s=heartbeat_s)
-    lease.takeovers = took  # what the run's console shows (sweeps.search.view)
-    return lease
+    return Lease(sweep, me, heartbeat_s=heartbeat_s, takeovers=tuple(took))
 
 
 @contextmanager

@@ -97,7 +97,7 @@ def run_sweep(
     # One writer per sweep (sweeps.lease): taken once pre-flight passed, before the first write; released however
     # the run ends (a SIGKILLed driver's is taken over by the next run).
     with lease.hold(sweep.uri, timeout_s=cfg.storage.lease_timeout_s) as held:
-        for line in getattr(held, "takeovers", []):
+        for line in held.takeovers:
             show(f"sweep {cfg.name}: {line}")
         # Nothing is written until every check has passed: a bad input leaves no partial sweep.
         check_writable(sweep.uri)
