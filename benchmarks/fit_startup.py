@@ -166,7 +166,14 @@ def main() -> None:
         return
     if not args.before:
         parser.error("--before REV is required")
-    result = {"row": "fit_startup", "date": time.strftime("%Y-%m-%d %H:%M"), **compare(args.before, args.rounds)}
+    from benchmarks.run import _machine  # the machine and package versions every results/*.json carries
+
+    result = {
+        "row": "fit_startup",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": _machine(),
+        **compare(args.before, args.rounds),
+    }
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
 
