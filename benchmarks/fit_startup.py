@@ -121,12 +121,12 @@ def _run_child(code_root: Path) -> dict:
 
 
 def compare(before: str, rounds: int) -> dict:
-    """`rounds` x (REV `before`, this tree), alternating; medians, ranges and the ratio of fit walls."""
+    """`rounds` x (REV `before`, this tree), alternating; medians, ranges and after/before of fit wall and CPU."""
     rev = subprocess.run(["git", "rev-parse", "--short", before], cwd=ROOT, capture_output=True, text=True, check=True)
     with tempfile.TemporaryDirectory(prefix="zt-before-") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), before], cwd=ROOT, check=True)
-        # The child module and its test helpers come from this tree, the code under test from REV's.
+        # This tree's child module runs in REV's tree: the code under test and the tests' tiny models are REV's.
         (tree / "benchmarks" / "fit_startup.py").write_text(Path(__file__).read_text())
         try:
             runs = {"before": [], "after": []}
